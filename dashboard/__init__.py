@@ -1,0 +1,1 @@
+"""tbib dashboard package."""

@@ -1,0 +1,1 @@
+"""tbib devices package."""

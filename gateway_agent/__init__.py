@@ -1,0 +1,1 @@
+"""tbib gateway_agent package."""

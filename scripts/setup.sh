@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# `make setup`: everything a fresh Debian/Ubuntu box needs to run tbib's demo and tests.
+#  - Debian packages (as root): chromium for browser tests, mosquitto and postgresql for the services script, nodejs/npm
+#  - .venv with the project and all extras, pinned by constraints.txt (repeatable CI)
+#  - the dashboard's npm packages (uPlot) into node_modules/
+# Idempotent; `make` only calls it when pyproject.toml, constraints.txt or this file changed.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+PYTHON="${PYTHON:-python3}"
+log() { printf 'setup: %s\n' "$*" >&2; }
+
+need=()
+for p in chromium mosquitto postgresql npm; do
+    case "$p" in
+        npm) command -v npm >/dev/null 2>&1 || need+=(npm) ;;
+        postgresql) ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql) ;;
+        *) dpkg -s "$p" >/dev/null 2>&1 || need+=("$p") ;;
+    esac
+done
+if [ ${#need[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ]; then
+        log "apt-get install ${need[*]}"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get install -y -q --no-install-recommends "${need[@]}" >&2 || {
+            apt-get update -q >&2 && apt-get install -y -q --no-install-recommends "${need[@]}" >&2; }
+    else
+        log "WARNING: missing Debian packages ${need[*]}; install them (sudo apt-get install ${need[*]})"
+    fi
+fi
+
+"$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { log "Python >= 3.11 required"; exit 1; }
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip >&2
+log "installing tbib with extras gateway, server, dev"
+.venv/bin/python -m pip install -q -c constraints.txt -e '.[gateway,server,dev]' >&2
+
+if command -v npm >/dev/null 2>&1; then
+    log "npm install (dashboard assets)"
+    npm install --no-audit --no-fund --loglevel=error >&2
+else
+    log "WARNING: npm missing: the dashboard charts will not load"
+fi
+log "done"

@@ -1,0 +1,1 @@
+"""tbib teleconsult package."""
