@@ -1,0 +1,1 @@
+"""Storage: schema migrations (:mod:`.migrate`), queries (:mod:`.readings`), enrolment, retention, history helpers."""
