@@ -1,0 +1,1 @@
+"""Alerts: NEWS2, the pure rule engine, its store, the asyncio adapter and websocket push."""
