@@ -61,3 +61,22 @@ class InvalidObservationError(AlertsError, ValueError):
     def __init__(self, message: str, *, field: str) -> None:
         super().__init__(message)
         self.field = field
+
+
+# --- teleconsultation signaling (issue 8) --------------------------------------------------------------------------
+
+
+class SignalingError(TeleconsultError):
+    """Signaling failed; ``code`` is the machine-readable code sent in the ``error`` frame."""
+
+    def __init__(self, message: str, *, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class SignalingProtocolError(SignalingError):
+    """The remote peer sent a frame that is too large, not JSON, or not a valid message of the protocol."""
+
+
+class TokenError(SignalingError):
+    """A consultation join token is expired, forged, malformed, or not a signaling token."""
