@@ -1,12 +1,60 @@
-"""`tbib ingest`: run the MQTT-to-database ingest worker."""
+"""`tbib ingest`: run the MQTT-to-database ingest worker (standalone; `tbib server` embeds the same worker).
+
+Settings: flags, else ``TBIB_DATABASE_URL`` / ``TBIB_MQTT_URL`` (then ``TBIB_TEST_DSN`` / ``TBIB_TEST_MQTT_URL``).
+"""
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import os
+import socket
 from typing import Any
 
-from teleconsult.cli.common import add_stub
+from teleconsult.cli.common import CliError
 
 
 def add_parser(sub: Any) -> None:
     """Register `tbib ingest`."""
-    add_stub(sub, "ingest", "run the MQTT-to-database ingest worker", 5)
+    p: argparse.ArgumentParser = sub.add_parser("ingest", help="run the MQTT-to-database ingest worker")
+    p.add_argument("--dsn", help="PostgreSQL connection string (default: $TBIB_DATABASE_URL)")
+    p.add_argument("--mqtt-url", help="broker, mqtt://host:port (default: $TBIB_MQTT_URL)")
+    p.add_argument(
+        "--client-id",
+        default=f"tbib-ingest-{socket.gethostname()}",
+        help="stable MQTT client id of this worker (its broker session survives crashes)",
+    )
+    p.add_argument("--batch", type=int, default=10_000, help="max readings per transaction (default 10000)")
+    p.add_argument("--linger-ms", type=float, default=50.0, help="max wait to fill a batch (default 50 ms)")
+    p.add_argument("--writers", type=int, default=2, help="concurrent transactions (default 2)")
+    p.add_argument("--receive-maximum", type=int, default=3000, help="max unacknowledged messages in flight")
+    p.add_argument("--metrics-port", type=int, help="serve Prometheus text on 127.0.0.1:PORT")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from teleconsult.errors import IngestError
+    from teleconsult.ingest.worker import IngestConfig, run
+
+    dsn = args.dsn or os.environ.get("TBIB_DATABASE_URL") or os.environ.get("TBIB_TEST_DSN")
+    mqtt_url = args.mqtt_url or os.environ.get("TBIB_MQTT_URL") or os.environ.get("TBIB_TEST_MQTT_URL")
+    if not dsn:
+        raise CliError("no database: pass --dsn or set TBIB_DATABASE_URL", exit_code=2)
+    if not mqtt_url:
+        raise CliError("no broker: pass --mqtt-url or set TBIB_MQTT_URL", exit_code=2)
+    if args.batch < 1 or args.writers < 1 or not 1 <= args.receive_maximum <= 65535:
+        raise CliError("--batch and --writers must be >= 1, --receive-maximum in 1..65535", exit_code=2)
+    config = IngestConfig(
+        dsn=dsn,
+        mqtt_url=mqtt_url,
+        client_id=args.client_id,
+        max_batch_readings=args.batch,
+        linger_s=args.linger_ms / 1000,
+        writers=args.writers,
+        receive_maximum=args.receive_maximum,
+    )
+    try:
+        asyncio.run(run(config, metrics_port=args.metrics_port))
+    except IngestError as exc:
+        raise CliError(str(exc), exit_code=2) from exc
+    return 0

@@ -1,0 +1,315 @@
+"""Reading batch payload v1 (ARCHITECTURE.md, MQTT contract): validation at the trust boundary, no I/O.
+
+Two paths give the same verdicts:
+- :func:`decode_batch` is the hot path: orjson plus hand-written checks, a few us per reading, no pydantic object per
+  reading.
+- :class:`BatchV1` / :class:`ReadingV1` are the pydantic models of the same contract (documentation, JSON schema, and
+  the slow path that explains *why* a message-level check failed).
+
+Verdicts are values, not exceptions: :func:`decode_batch` returns a :class:`Decoded` (valid readings plus per-reading
+rejects) or a :class:`Rejected` (the whole message is refused: not JSON, wrong version, gateway mismatch, too large).
+Readings are kept as :class:`ValidReading` tuples ready to become COPY rows once the device binding is known
+(:func:`copy_rows`).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final, Literal, NamedTuple, Protocol
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+TOPIC_PREFIX: Final = "tbib/v1/gw/"
+TOPIC_SUFFIX: Final = "/readings"
+#: Readings measured further in the future than this (gateway clock vs server clock) are refused.
+MAX_FUTURE: Final = timedelta(hours=24)
+_UUID_RE: Final = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_SAFE_TEXT_RE: Final = re.compile(r"[^\t\n\r\\]{1,64}")
+
+
+class Vocabulary(Protocol):
+    """The metric vocabulary (``devices.codes``): known metric names and their allowed UCUM units."""
+
+    @property
+    def metrics(self) -> Collection[str]: ...
+
+    def unit_ok(self, metric: str, unit: str) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class StaticVocabulary:
+    """A :class:`Vocabulary` from a mapping metric -> allowed units (tests, or a server with a custom vocabulary)."""
+
+    units: Mapping[str, Collection[str]]
+
+    @property
+    def metrics(self) -> Collection[str]:
+        return self.units.keys()
+
+    def unit_ok(self, metric: str, unit: str) -> bool:
+        return unit in self.units.get(metric, ())
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionVocabulary:
+    """A :class:`Vocabulary` over a metric collection and a ``(metric, unit) -> bool`` predicate."""
+
+    metrics: Collection[str]
+    predicate: Callable[[str, str], bool]
+
+    def unit_ok(self, metric: str, unit: str) -> bool:
+        return self.predicate(metric, unit)
+
+
+def default_vocabulary() -> Vocabulary:
+    """The project vocabulary from ``devices.codes`` (``METRICS`` and ``is_valid_unit``)."""
+    from devices.codes import METRICS, is_valid_unit
+
+    return FunctionVocabulary(frozenset(METRICS), is_valid_unit)
+
+
+class ValidReading(NamedTuple):
+    """One reading that passed every check except the device binding; text fields are COPY-safe."""
+
+    address: str
+    reading_id: str
+    metric: str
+    value: str
+    unit: str
+    measured_at: str
+    received_at: str
+    group_id: str
+    flags: str
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """A message whose envelope is valid. ``rejects`` are per-reading reasons (``readings[3]: unknown metric 'x'``)."""
+
+    gateway_id: str
+    sent_at: float | None
+    readings: list[ValidReading]
+    rejects: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A message refused as a whole; ``gateway_id`` is the topic's when it could be read."""
+
+    gateway_id: str | None
+    reason: str
+
+
+def gateway_of_topic(topic: str) -> str | None:
+    """``tbib/v1/gw/{gateway_id}/readings`` -> gateway_id, else ``None``."""
+    if not (topic.startswith(TOPIC_PREFIX) and topic.endswith(TOPIC_SUFFIX)):
+        return None
+    gw = topic[len(TOPIC_PREFIX) : -len(TOPIC_SUFFIX)]
+    return gw if gw and "/" not in gw else None
+
+
+def _parse_time(value: object) -> datetime | None:
+    if not isinstance(value, str) or len(value) > 40:
+        return None
+    try:
+        t = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return t if t.tzinfo is not None else None
+
+
+def _check_reading(r: object, vocab: Vocabulary, metrics: Collection[str], latest: datetime) -> ValidReading | str:
+    """A :class:`ValidReading` or the reason it is refused (pure, ordered like the pydantic model's fields)."""
+    if not isinstance(r, dict):
+        return "not an object"
+    rid = r.get("id")
+    if not isinstance(rid, str) or not _UUID_RE.fullmatch(rid):
+        return "id must be a UUID string"
+    device = r.get("device")
+    if not isinstance(device, dict):
+        return "device must be an object"
+    address = device.get("address")
+    if not isinstance(address, str) or not _SAFE_TEXT_RE.fullmatch(address):
+        return "device.address must be a non-empty string (max 64)"
+    metric = r.get("metric")
+    if not isinstance(metric, str) or metric not in metrics:
+        return f"unknown metric {str(metric)[:40]!r}"
+    value = r.get("value")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return "value must be a finite number"
+    unit = r.get("unit")
+    if not isinstance(unit, str) or not _SAFE_TEXT_RE.fullmatch(unit) or not vocab.unit_ok(metric, unit):
+        return f"wrong unit {str(unit)[:40]!r} for {metric}"
+    m_raw = r.get("measured_at")
+    measured = _parse_time(m_raw)
+    if measured is None:
+        return "measured_at must be an ISO 8601 time with a UTC offset"
+    if measured > latest:
+        return "measured_at is more than 24 h in the future"
+    rec_raw = r.get("received_at")
+    if rec_raw is None:
+        received = "\\N"
+    elif _parse_time(rec_raw) is None:
+        return "received_at must be an ISO 8601 time with a UTC offset or null"
+    else:
+        received = str(rec_raw)
+    group = r.get("group")
+    if group is None:
+        group_id = "\\N"
+    elif isinstance(group, str) and _UUID_RE.fullmatch(group):
+        group_id = group
+    else:
+        return "group must be a UUID string or null"
+    flags = r.get("flags")
+    if flags is None:
+        flags_text = "\\N"
+    elif isinstance(flags, dict):
+        dumped = orjson.dumps(flags).decode()
+        if "\\u0000" in dumped:
+            return "flags must not contain NUL characters"
+        flags_text = dumped.replace("\\", "\\\\")
+    else:
+        return "flags must be an object or null"
+    return ValidReading(address, rid, metric, repr(float(value)), unit, str(m_raw), received, group_id, flags_text)
+
+
+def decode_batch(
+    topic: str, payload: bytes, *, vocab: Vocabulary, now: datetime, max_bytes: int = 1 << 20
+) -> Decoded | Rejected:
+    """Validate one MQTT message of payload v1 published on ``topic`` (pure: ``now`` is the server clock)."""
+    gw = gateway_of_topic(topic)
+    if gw is None:
+        return Rejected(None, f"topic {topic[:200]!r} is not tbib/v1/gw/{{gateway_id}}/readings")
+    if len(payload) > max_bytes:
+        return Rejected(gw, f"payload too large: {len(payload)} bytes > {max_bytes}")
+    try:
+        doc = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        return Rejected(gw, f"invalid JSON: {exc}"[:300])
+    if not isinstance(doc, dict):
+        return Rejected(gw, "payload must be a JSON object")
+    if doc.get("v") != 1 or isinstance(doc.get("v"), bool):
+        return Rejected(gw, f"unsupported payload version {str(doc.get('v'))[:20]!r} (expected 1)")
+    if doc.get("gateway_id") != gw:
+        return Rejected(gw, f"gateway_id {str(doc.get('gateway_id'))[:80]!r} does not match the topic's {gw!r}")
+    readings = doc.get("readings")
+    if not isinstance(readings, list):
+        return Rejected(gw, "readings must be a list")
+    sent = _parse_time(doc.get("sent_at"))
+    if sent is None:
+        return Rejected(gw, "sent_at must be an ISO 8601 time with a UTC offset")
+    latest = now + MAX_FUTURE
+    metrics = vocab.metrics
+    valid: list[ValidReading] = []
+    rejects: list[str] = []
+    for i, r in enumerate(readings):
+        checked = _check_reading(r, vocab, metrics, latest)
+        if isinstance(checked, str):
+            rejects.append(f"readings[{i}]: {checked}")
+        else:
+            valid.append(checked)
+    return Decoded(gw, sent.timestamp(), valid, rejects)
+
+
+class Binding(Protocol):
+    """What a device resolves to (:class:`teleconsult.store.enrolment.DeviceBinding`)."""
+
+    @property
+    def device_id(self) -> Any: ...
+
+    @property
+    def patient_id(self) -> Any: ...
+
+
+def copy_rows(decoded: Decoded, bindings: Mapping[tuple[str, str], Binding]) -> tuple[list[str], list[str]]:
+    """COPY text lines for the staging table (see ``STAGING_COLUMNS``) and the readings refused as not enrolled."""
+    lines: list[str] = []
+    rejects: list[str] = []
+    gw = decoded.gateway_id
+    cache: dict[str, str | None] = {}
+    for r in decoded.readings:
+        prefix = cache.get(r.address, "")
+        if prefix == "":
+            b = bindings.get((gw, r.address))
+            prefix = None if b is None else f"{b.patient_id}\t{b.device_id}\t"
+            cache[r.address] = prefix
+        if prefix is None:
+            rejects.append(f"reading {r.reading_id}: device {r.address!r} is not enrolled to gateway {gw!r}")
+            continue
+        lines.append(
+            f"{prefix}{r.metric}\t{r.value}\t{r.unit}\t{r.measured_at}\t{r.received_at}\t{r.reading_id}\t"
+            f"{r.group_id}\t{r.flags}\n"
+        )
+    return lines, rejects
+
+
+#: Column order of :func:`copy_rows` lines.
+STAGING_COLUMNS: Final = (
+    "patient_id",
+    "device_id",
+    "metric",
+    "value",
+    "unit",
+    "measured_at",
+    "received_at",
+    "reading_id",
+    "group_id",
+    "flags",
+)
+
+
+# ---------------------------------------------------------------- pydantic models of the same contract
+
+
+class DeviceV1(BaseModel):
+    """``readings[].device``."""
+
+    model_config = ConfigDict(extra="allow")
+    address: str = Field(min_length=1, max_length=64)
+    model: str | None = None
+    serial: str | None = None
+
+
+class ReadingV1(BaseModel):
+    """One element of ``readings``."""
+
+    model_config = ConfigDict(extra="allow")
+    id: str = Field(pattern=_UUID_RE.pattern)
+    device: DeviceV1
+    metric: str
+    value: float = Field(allow_inf_nan=False)
+    unit: str
+    measured_at: datetime
+    device_time: str | None = None
+    received_at: datetime | None = None
+    group: str | None = Field(default=None, pattern=_UUID_RE.pattern)
+    flags: dict[str, Any] | None = None
+
+
+class BatchV1(BaseModel):
+    """Reading batch payload v1."""
+
+    model_config = ConfigDict(extra="allow")
+    v: Literal[1]
+    gateway_id: str
+    sent_at: datetime
+    readings: list[ReadingV1]
+
+
+def explain(payload: bytes) -> str:
+    """The pydantic account of why ``payload`` is not a valid batch (slow path, for humans), or ``"valid"``."""
+    try:
+        BatchV1.model_validate_json(payload)
+    except ValidationError as exc:
+        return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5])
+    return "valid"
+
+
+def utc_now() -> datetime:
+    """The server clock (UTC)."""
+    return datetime.now(UTC)

@@ -1,0 +1,91 @@
+"""Database side of ingest: one transaction per batch, idempotent.
+
+Per batch: ``COPY`` text rows into a session temp table ``ingest_staging`` (``ON COMMIT DELETE ROWS``), then
+``INSERT INTO readings ... SELECT ... ON CONFLICT (reading_id, measured_at) DO NOTHING`` (a redelivered or resent
+reading is stored once), then upsert ``latest_readings`` keeping the newest ``measured_at``, then the batch's dead
+letters, then ``COMMIT``. The caller acknowledges MQTT messages only after :func:`write_batch` returns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final
+
+from psycopg import AsyncConnection
+
+from teleconsult.ingest.payload import STAGING_COLUMNS
+
+STAGING_DDL: Final = (
+    "create temp table if not exists ingest_staging (patient_id uuid, device_id uuid, metric text,"
+    " value double precision, unit text, measured_at timestamptz, received_at timestamptz, reading_id uuid,"
+    " group_id uuid, flags jsonb) on commit delete rows"
+)
+_COLS: Final = ", ".join(STAGING_COLUMNS)
+COPY_SQL: Final = f"copy ingest_staging ({_COLS}) from stdin"
+INSERT_SQL: Final = (
+    f"insert into readings ({_COLS}) select {_COLS} from ingest_staging"  # noqa: S608 - constant column names
+    " on conflict (reading_id, measured_at) do nothing"
+)
+# distinct on + order by: one row per key (ON CONFLICT DO UPDATE cannot touch a row twice) and a stable lock order
+# across concurrent workers (no deadlock).
+LATEST_SQL: Final = (
+    "insert into latest_readings (patient_id, metric, value, unit, measured_at, device_id, reading_id)"
+    " select distinct on (patient_id, metric) patient_id, metric, value, unit, measured_at, device_id, reading_id"
+    " from ingest_staging order by patient_id, metric, measured_at desc, reading_id"
+    " on conflict (patient_id, metric) do update set value = excluded.value, unit = excluded.unit,"
+    " measured_at = excluded.measured_at, device_id = excluded.device_id, reading_id = excluded.reading_id,"
+    " updated_at = now()"
+    " where excluded.measured_at > latest_readings.measured_at"
+)
+DEAD_LETTER_SQL: Final = (
+    "insert into dead_letters (topic, gateway_id, reason, payload, payload_size) values (%s, %s, %s, %s, %s)"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A message (or part of it) refused; ``payload`` may be truncated, ``size`` is the original size."""
+
+    topic: str
+    gateway_id: str | None
+    reason: str
+    payload: bytes
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """Counts of one committed batch."""
+
+    staged: int
+    inserted: int
+
+    @property
+    def duplicate(self) -> int:
+        """Readings that were already stored."""
+        return self.staged - self.inserted
+
+
+async def prepare_connection(conn: AsyncConnection[Any]) -> None:
+    """Create the session's staging table (call once per connection)."""
+    await conn.execute(STAGING_DDL)
+    await conn.commit()
+
+
+async def write_batch(conn: AsyncConnection[Any], lines: list[str], dead: list[DeadLetter]) -> WriteResult:
+    """Store ``lines`` (COPY text rows) and ``dead`` letters in one transaction; idempotent."""
+    inserted = 0
+    async with conn.transaction():
+        if lines:
+            async with conn.cursor() as cur:
+                async with cur.copy(COPY_SQL) as copy:
+                    await copy.write("".join(lines).encode())
+                await cur.execute(INSERT_SQL)
+                inserted = max(cur.rowcount, 0)
+                await cur.execute(LATEST_SQL)
+        if dead:
+            async with conn.cursor() as cur:
+                await cur.executemany(
+                    DEAD_LETTER_SQL, [(d.topic, d.gateway_id, d.reason, d.payload, d.size) for d in dead]
+                )
+    return WriteResult(len(lines), inserted)
