@@ -56,3 +56,11 @@ class RacpError(DeviceError):
     def __init__(self, message: str, *, address: str, response_code: int) -> None:
         super().__init__(message, address=address)
         self.response_code = response_code
+
+
+class ConsultError(GatewayError):
+    """The consult agent could not join or keep a teleconsultation; ``code`` is the signaling error code, if any."""
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
