@@ -1,0 +1,1 @@
+"""Simulated patients, Bluetooth LE health devices and a bleak backend over them (see docs/devices-sim.md)."""
