@@ -1,0 +1,500 @@
+"""MQTT publisher: outbox -> batches -> broker, on paho-mqtt 2 (``CallbackAPIVersion.VERSION2``, MQTT v5).
+
+Contract
+- A reading leaves the outbox only when the PUBACK of its batch arrived with a success reason code.
+- Batches hold at most ``max_readings`` readings and leave when full or ``max_delay`` after the oldest unsent reading
+  was noticed; at most ``window`` batches are in flight (published, not yet acknowledged).
+- Persistent session: client id = gateway id, ``clean_start=False``, session expiry; paho resends un-acknowledged
+  QoS 1 batches (same payload, same reading ids) after a reconnect. After a restart, the outbox replays them instead.
+- Last Will: retained ``offline`` on ``tbib/v1/gw/{id}/status``; retained ``online`` is published on every connect.
+- Reconnect with jittered exponential backoff; refused credentials are reported as :class:`BrokerAuthError` in
+  :attr:`MqttPublisher.last_error` (the link keeps retrying with a longer backoff).
+
+:class:`BatchPlanner` is the pure core (no socket, no clock); :class:`MqttPublisher` is the asyncio adapter: paho's
+socket is driven from the event loop (``loop_read``/``loop_write``/``loop_misc``); only the blocking TCP/TLS connect
+runs in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import random
+import socket
+import ssl
+import threading
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from gateway_agent.errors import BrokerAuthError, BrokerError
+from gateway_agent.outbox import Outbox, OutboxEntry
+from gateway_agent.payload import encode_batch, encode_event, events_topic, readings_topic, status_topic
+
+log = logging.getLogger(__name__)
+
+_AUTH_REASONS: Final = frozenset({0x86, 0x87, 0x8C})  # bad user name or password, not authorized, bad auth method
+
+
+class _PahoClient(mqtt.Client):
+    """paho 2.2 leaks the TLS socket when the handshake fails (``_ssl_wrap_socket``): close it, then re-raise."""
+
+    def _ssl_wrap_socket(self, tcp_sock: socket.socket) -> ssl.SSLSocket:
+        ctx = self._ssl_context
+        assert ctx is not None
+        assert ctx.check_hostname  # our contexts come from ssl.create_default_context
+        ssl_sock = ctx.wrap_socket(tcp_sock, server_hostname=self._host, do_handshake_on_connect=False)
+        try:
+            ssl_sock.settimeout(self._connect_timeout)
+            ssl_sock.do_handshake()
+        except BaseException:
+            ssl_sock.close()
+            raise
+        return ssl_sock
+
+
+# ----------------------------------------------------------------------------------------------------- pure core
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """A batch in flight: its reading ids and capture sequence range."""
+
+    ids: tuple[str, ...]
+    first_seq: int
+    last_seq: int
+
+
+class BatchPlanner:
+    """Which readings to send next and which to remove on PUBACK. Pure: the caller passes ``now`` and entries."""
+
+    def __init__(self, *, max_readings: int, max_delay: float, window: int) -> None:
+        self.max_readings = max_readings
+        self.max_delay = max_delay
+        self.window = window
+        self.cursor = 0
+        """Highest capture sequence number already put into a batch."""
+        self._inflight: dict[int, Batch] = {}
+        self._unsent_since: float | None = None
+
+    def noticed(self, now: float) -> None:
+        """New readings were appended to the outbox (or found there at start)."""
+        if self._unsent_since is None:
+            self._unsent_since = now
+
+    def room(self) -> int:
+        """How many more batches may be published now."""
+        return max(0, self.window - len(self._inflight))
+
+    def inflight(self) -> int:
+        """Batches published and not yet acknowledged."""
+        return len(self._inflight)
+
+    def inflight_readings(self) -> int:
+        """Readings in the batches in flight."""
+        return sum(len(b.ids) for b in self._inflight.values())
+
+    def should_send(self, entries: Sequence[OutboxEntry], now: float) -> bool:
+        """Whether these entries (peeked after :attr:`cursor`) make a batch now: full, or the oldest waited enough."""
+        if not entries or not self.room():
+            return False
+        if len(entries) >= self.max_readings:
+            return True
+        since = self._unsent_since if self._unsent_since is not None else now
+        return now - since >= self.max_delay
+
+    def sent(self, mid: int, entries: Sequence[OutboxEntry], *, now: float) -> Batch:
+        """Record a published batch (``mid`` from paho)."""
+        batch = Batch(tuple(e.id for e in entries), entries[0].seq, entries[-1].seq)
+        self._inflight[mid] = batch
+        self.cursor = max(self.cursor, batch.last_seq)
+        self._unsent_since = None if len(entries) < self.max_readings else now
+        return batch
+
+    def nothing_unsent(self) -> None:
+        """The outbox has nothing after :attr:`cursor`."""
+        self._unsent_since = None
+
+    def acked(self, mid: int, *, success: bool) -> Batch | None:
+        """A PUBACK arrived: the batch (remove its readings if ``success``; a failed one is re-sent later)."""
+        batch = self._inflight.pop(mid, None)
+        if batch is not None and not success:
+            self.cursor = min(self.cursor, batch.first_seq - 1)
+        return batch
+
+    def forget_inflight(self) -> None:
+        """The client that carried the in-flight batches is gone: re-send everything after the last acknowledged one."""
+        if self._inflight:
+            self.cursor = min(b.first_seq for b in self._inflight.values()) - 1
+        self._inflight.clear()
+
+    def get_timer(self) -> float | None:
+        """When a partial batch becomes due (monotonic seconds), if one is waiting."""
+        return None if self._unsent_since is None else self._unsent_since + self.max_delay
+
+
+class Backoff:
+    """Exponential backoff with "equal jitter": the n-th delay is in [d/2, d], d = min(maximum, initial * 2**n)."""
+
+    def __init__(self, *, initial: float = 0.5, maximum: float = 60.0, rng: random.Random | None = None) -> None:
+        self.initial = initial
+        self.maximum = maximum
+        self.attempts = 0
+        self._rng = rng or random.Random()  # noqa: S311 (jitter, not crypto)
+
+    def next_delay(self, *, floor: float = 0.0) -> float:
+        """The next delay (seconds); at least ``floor`` before jitter (refused credentials back off harder)."""
+        d = min(self.maximum, max(floor, self.initial * 2.0**self.attempts))
+        self.attempts += 1
+        return d / 2 + self._rng.uniform(0, d / 2)
+
+    def reset(self) -> None:
+        """The link worked: start again from the initial delay."""
+        self.attempts = 0
+
+
+# ------------------------------------------------------------------------------------------------ asyncio adapter
+class LinkState(enum.StrEnum):
+    """The broker link as shown in the status file."""
+
+    DISCONNECTED = "disconnected"
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    AUTH_FAILED = "auth_failed"
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerParams:
+    """How to reach the broker."""
+
+    host: str
+    port: int
+    client_id: str
+    tls: bool = False
+    ca_file: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    keepalive: int = 30
+    session_expiry: int = 7 * 24 * 3600
+    connect_timeout: float = 10.0
+
+
+@dataclass(slots=True)
+class PublisherStats:
+    """Counters for the status file and the benchmark."""
+
+    batches_published: int = 0
+    readings_acked: int = 0
+    pubacks_failed: int = 0
+    connects: int = 0
+    connect_failures: int = 0
+
+
+class MqttPublisher:
+    """Drain an :class:`Outbox` to the broker; call :meth:`notify` after appending readings."""
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        params: BrokerParams,
+        *,
+        gateway_id: str,
+        max_readings: int = 100,
+        max_delay: float = 0.2,
+        window: int = 20,
+        backoff: Backoff | None = None,
+        clock: Callable[[], float] | None = None,
+        on_acked: Callable[[Sequence[str]], None] | None = None,
+        auth_backoff_floor: float = 30.0,
+    ) -> None:
+        self.outbox = outbox
+        self.params = params
+        self.gateway_id = gateway_id
+        self.planner = BatchPlanner(max_readings=max_readings, max_delay=max_delay, window=window)
+        self.backoff = backoff or Backoff()
+        self.state = LinkState.DISCONNECTED
+        self.last_error: BrokerError | None = None
+        self.stats = PublisherStats()
+        self._on_acked = on_acked
+        self._events: deque[bytes] = deque(maxlen=1000)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
+        self.auth_backoff_floor = auth_backoff_floor
+        self._clock = clock
+        self._wake = asyncio.Event()
+        self._acked = asyncio.Event()
+        self._connected = asyncio.Event()
+        self._link_lost = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._misc: asyncio.Task[None] | None = None
+        self._sock: Any = None
+        self._client = self._make_client()
+
+    # -- public API ---------------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Start connecting and publishing in the background."""
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        if self.outbox.depth():
+            self.planner.noticed(self._now() - self.planner.max_delay)
+        self._task = asyncio.create_task(self._run(), name=f"mqtt-{self.gateway_id}")
+
+    async def stop(self) -> None:
+        """Publish ``offline`` (retained), disconnect and stop. Un-acknowledged readings stay in the outbox."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        if self.state is LinkState.CONNECTED:
+            info = self._client.publish(status_topic(self.gateway_id), b"offline", qos=1, retain=True)
+            try:
+                await asyncio.wait_for(self._until(info.is_published), timeout=2.0)
+            except TimeoutError:
+                log.warning("offline status not acknowledged before disconnect")
+            self._client.disconnect()
+            self._client.loop_write()
+        self._stop_misc()
+        self.state = LinkState.DISCONNECTED
+
+    def notify(self) -> None:
+        """Readings were appended to the outbox."""
+        self.planner.noticed(self._now())
+        self._wake.set()
+
+    def publish_event(self, kind: str, **fields: Any) -> None:
+        """Queue an event for ``.../events`` (QoS 1, not durable: at most 1000 kept while the link is down)."""
+        self._events.append(encode_event(self.gateway_id, datetime.now(UTC), kind, **fields))
+        self._wake.set()
+
+    async def wait_connected(self) -> None:
+        """Wait until the broker accepted us (wrap in ``asyncio.timeout``)."""
+        await self._connected.wait()
+
+    async def drain(self) -> None:
+        """Wait until the outbox is empty and nothing is in flight (wrap in ``asyncio.timeout``)."""
+        while self.outbox.depth() or self.planner.inflight():
+            self._acked.clear()
+            self._wake.set()
+            await self._acked.wait()
+
+    # -- paho client and socket plumbing -------------------------------------------------------------------------
+    def _make_client(self) -> mqtt.Client:
+        p = self.params
+        client = _PahoClient(
+            CallbackAPIVersion.VERSION2, client_id=p.client_id, protocol=mqtt.MQTTv5, reconnect_on_failure=False
+        )
+        client.max_inflight_messages_set(self.planner.window + 2)
+        client.max_queued_messages_set(0)
+        if p.username is not None:
+            client.username_pw_set(p.username, p.password)
+        if p.tls:
+            ctx = ssl.create_default_context(cafile=p.ca_file)
+            if p.client_cert:
+                ctx.load_cert_chain(p.client_cert, p.client_key)
+            client.tls_set_context(ctx)
+        client.will_set(status_topic(self.gateway_id), b"offline", qos=1, retain=True)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        client.on_socket_open = self._on_socket_open
+        client.on_socket_close = self._on_socket_close
+        client.on_socket_register_write = self._on_register_write
+        client.on_socket_unregister_write = self._on_unregister_write
+        return client
+
+    def _threadsafe(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` in the event-loop thread (paho calls socket hooks from the connect thread too)."""
+        assert self._loop is not None
+        if threading.get_ident() == self._loop_thread:
+            fn()
+        else:
+            self._loop.call_soon_threadsafe(fn)
+
+    def _on_socket_open(self, client: mqtt.Client, _userdata: Any, sock: Any) -> None:
+        def register() -> None:
+            assert self._loop is not None
+            self._sock = sock
+            self._loop.add_reader(sock, client.loop_read)
+            self._stop_misc()
+            self._misc = self._loop.create_task(self._misc_loop())
+
+        self._threadsafe(register)
+
+    def _on_socket_close(self, _client: mqtt.Client, _userdata: Any, sock: Any) -> None:
+        def unregister() -> None:
+            assert self._loop is not None
+            self._loop.remove_reader(sock)
+            self._loop.remove_writer(sock)
+            if sock is self._sock:
+                self._sock = None
+                self._link_lost.set()
+
+        self._threadsafe(unregister)
+
+    def _on_register_write(self, client: mqtt.Client, _userdata: Any, sock: Any) -> None:
+        def register() -> None:
+            assert self._loop is not None
+            if sock is self._sock:
+                self._loop.add_writer(sock, client.loop_write)
+
+        self._threadsafe(register)
+
+    def _on_unregister_write(self, _client: mqtt.Client, _userdata: Any, sock: Any) -> None:
+        def unregister() -> None:
+            assert self._loop is not None
+            self._loop.remove_writer(sock)
+
+        self._threadsafe(unregister)
+
+    async def _misc_loop(self) -> None:
+        while self._client.loop_misc() == MQTTErrorCode.MQTT_ERR_SUCCESS:  # noqa: ASYNC110 (keepalive tick)
+            await asyncio.sleep(1.0)
+
+    def _stop_misc(self) -> None:
+        if self._misc is not None:
+            self._misc.cancel()
+            self._misc = None
+
+    # -- paho callbacks (event-loop thread) -----------------------------------------------------------------------
+    def _on_connect(
+        self, client: mqtt.Client, _u: Any, _flags: Any, reason: ReasonCode, _props: Properties | None
+    ) -> None:
+        if reason.is_failure:
+            err_cls = BrokerAuthError if reason.value in _AUTH_REASONS else BrokerError
+            self.last_error = err_cls(
+                f"broker {self.params.host}:{self.params.port} refused the connection: {reason.getName()}",
+                reason_code=reason.value,
+                reason=reason.getName(),
+            )
+            self.state = LinkState.AUTH_FAILED if err_cls is BrokerAuthError else LinkState.DISCONNECTED
+            self.stats.connect_failures += 1
+            log.error("%s", self.last_error)
+            return
+        self.state = LinkState.CONNECTED
+        self.last_error = None
+        self.stats.connects += 1
+        self.backoff.reset()
+        client.publish(status_topic(self.gateway_id), b"online", qos=1, retain=True)
+        self._connected.set()
+        self._wake.set()
+        log.info("connected to %s:%s", self.params.host, self.params.port)
+
+    def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: ReasonCode, _p: Properties | None) -> None:
+        if self.state is LinkState.CONNECTED:
+            log.warning("link to broker lost: %s", reason.getName())
+            self.state = LinkState.DISCONNECTED
+        self._connected.clear()
+        self._link_lost.set()
+
+    def _on_publish(self, _c: mqtt.Client, _u: Any, mid: int, reason: ReasonCode, _p: Properties | None) -> None:
+        batch = self.planner.acked(mid, success=not reason.is_failure)
+        if batch is None:
+            return  # the status/event messages, or a batch already forgotten
+        if reason.is_failure:
+            self.stats.pubacks_failed += 1
+            log.error("broker refused a batch of %d readings: %s", len(batch.ids), reason.getName())
+            return
+        self.stats.readings_acked += self.outbox.ack(batch.ids)
+        if self._on_acked is not None:
+            self._on_acked(batch.ids)
+        self._acked.set()
+        self._wake.set()
+
+    # -- main task ------------------------------------------------------------------------------------------------
+    async def _run(self) -> None:
+        while True:
+            self._link_lost.clear()
+            self.state = LinkState.CONNECTING if self.state is not LinkState.AUTH_FAILED else self.state
+            try:
+                await asyncio.to_thread(self._connect_blocking)
+            except (OSError, ssl.SSLError) as exc:
+                self.stats.connect_failures += 1
+                self.state = LinkState.DISCONNECTED
+                self.last_error = BrokerError(
+                    f"cannot reach broker {self.params.host}:{self.params.port}: {exc}", reason_code=-1, reason="io"
+                )
+                await self._sleep_backoff()
+                continue
+            pump = asyncio.create_task(self._pump())
+            try:
+                await self._link_lost.wait()
+            finally:
+                pump.cancel()
+                await asyncio.gather(pump, return_exceptions=True)
+            self._connected.clear()
+            self._stop_misc()
+            if self.state is LinkState.CONNECTED:
+                self.state = LinkState.DISCONNECTED
+            await self._sleep_backoff()
+
+    def _connect_blocking(self) -> None:
+        p = self.params
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = p.session_expiry
+        self._client.connect(p.host, p.port, keepalive=p.keepalive, clean_start=False, properties=props)
+
+    async def _sleep_backoff(self) -> None:
+        floor = self.auth_backoff_floor if self.state is LinkState.AUTH_FAILED else 0.0
+        delay = self.backoff.next_delay(floor=min(floor, self.backoff.maximum))
+        log.info("reconnecting in %.1f s", delay)
+        await asyncio.sleep(delay)
+
+    async def _pump(self) -> None:
+        """While connected: publish due batches and queued events; sleep until notified or the batch timer fires."""
+        await self._connected.wait()
+        while True:
+            self._wake.clear()
+            self._publish_due()
+            timer = self.planner.get_timer()
+            timeout = None if timer is None else max(0.0, timer - self._now())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+    def _publish_due(self) -> None:
+        topic = readings_topic(self.gateway_id)
+        while self._events and self.state is LinkState.CONNECTED:
+            self._client.publish(events_topic(self.gateway_id), self._events.popleft(), qos=1)
+        while self.state is LinkState.CONNECTED and self.planner.room():
+            entries = self.outbox.peek_batch(self.planner.max_readings, after_seq=self.planner.cursor)
+            if not entries:
+                self.planner.nothing_unsent()
+                return
+            now = self._now()
+            if not self.planner.should_send(entries, now):
+                return
+            payload = encode_batch(self.gateway_id, datetime.now(UTC), [e.body for e in entries])
+            info = self._client.publish(topic, payload, qos=1)
+            if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+                log.warning("publish refused by the client (%s); will retry", info.rc)
+                return
+            # NO_CONN: paho keeps the message and sends it (same mid) after the reconnect.
+            self.planner.sent(info.mid, entries, now=now)
+            self.stats.batches_published += 1
+
+    async def _until(self, predicate: Callable[[], bool]) -> None:
+        while not predicate():  # noqa: ASYNC110 (paho has no awaitable per message)
+            await asyncio.sleep(0.01)
+
+    def _now(self) -> float:
+        if self._clock is not None:
+            return self._clock()
+        return asyncio.get_running_loop().time() if self._loop is not None else 0.0
+
+
+def broker_reachable(host: str, port: int, timeout: float = 2.0) -> bool:
+    """Whether a TCP connection to the broker can be opened (for ``tbib gateway status``)."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
