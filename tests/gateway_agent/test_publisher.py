@@ -20,8 +20,8 @@ from gateway_agent.publisher import Backoff, BatchPlanner, BrokerParams, LinkSta
 from .conftest import OwnBroker, free_port
 
 
-async def until(predicate: Any, timeout: float) -> None:
-    async with asyncio.timeout(timeout):
+async def until(predicate: Any, seconds: float) -> None:
+    async with asyncio.timeout(seconds):
         while not predicate():  # noqa: ASYNC110
             await asyncio.sleep(0.05)
 
