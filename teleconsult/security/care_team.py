@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, errors
 
 from teleconsult.errors import ConflictError, NotFoundError
 from teleconsult.security.models import Role, User
@@ -72,12 +72,16 @@ async def assign(
     start = (valid_from or datetime.now(UTC)).astimezone(UTC)
     if valid_to is not None and valid_to <= start:
         raise ConflictError("valid_to must be after valid_from")
-    cur = await conn.execute(
-        f"insert into care_team (clinician_id, patient_id, valid_from, valid_to, created_by) "  # noqa: S608
-        f"values (%s, %s, %s, %s, %s) returning {_COLS}",
-        (clinician_id, patient_id, start, valid_to, created_by),
-    )
-    created = await cur.fetchone()
+    try:
+        async with conn.transaction():
+            cur = await conn.execute(
+                "insert into care_team (clinician_id, patient_id, valid_from, valid_to, created_by) "  # noqa: S608
+                f"values (%s, %s, %s, %s, %s) returning {_COLS}",
+                (clinician_id, patient_id, start, valid_to, created_by),
+            )
+            created = await cur.fetchone()
+    except errors.ForeignKeyViolation as exc:
+        raise NotFoundError("patient", patient_id) from exc
     assert created is not None
     return _assignment(created)
 
