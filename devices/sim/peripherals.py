@@ -13,7 +13,6 @@ The pulse oximeter lives in `devices.sim.oximeter`, the glucose meter and CGM in
 
 from __future__ import annotations
 
-import math
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -27,6 +26,19 @@ from devices.gatt.blood_pressure import (
     encode_intermediate_cuff_pressure,
 )
 from devices.gatt.heart_rate import RR_RESOLUTION_HZ, HeartRateMeasurement, encode_heart_rate_measurement
+from devices.gatt.temperature import (
+    TemperatureMeasurement,
+    TemperatureType,
+    TemperatureTypeValue,
+    encode_temperature_measurement,
+    encode_temperature_type,
+)
+from devices.gatt.weight import (
+    WeightMeasurement,
+    WeightScaleFeature,
+    encode_weight_measurement,
+    encode_weight_scale_feature,
+)
 from devices.ieee11073 import Number
 from devices.sim.base import CharacteristicSpec, Schedule, ServiceSpec, SimPeripheral, u16, uuid
 from devices.sim.physiology import rr_intervals
@@ -210,5 +222,97 @@ class BloodPressureCuff(SpotDevice):
         super().handle_timer(now)
 
 
-def _finite(x: float) -> float:
-    return x if math.isfinite(x) else 0.0
+class Thermometer(SpotDevice):
+    """Ear thermometer: one 0x2A1C indication per reading; the body site is the static 0x2A1D (HTS §3.2)."""
+
+    kind = "thermometer"
+    primary_service = uuids.HEALTH_THERMOMETER_SERVICE
+    measurement_uuid = uuid(uuids.TEMPERATURE_MEASUREMENT)
+
+    def __init__(self, *, site: TemperatureType = TemperatureType.EAR, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.site = site
+
+    def device_services(self) -> tuple[ServiceSpec, ...]:
+        """HTS: measurement (indicate), temperature type (read)."""
+        return (
+            ServiceSpec(
+                uuid(uuids.HEALTH_THERMOMETER_SERVICE),
+                (
+                    CharacteristicSpec(uuid(uuids.TEMPERATURE_MEASUREMENT), ("indicate",)),
+                    CharacteristicSpec(uuid(uuids.TEMPERATURE_TYPE), ("read",)),
+                ),
+            ),
+        )
+
+    def read_device(self, char_uuid: str, now: datetime) -> bytes:
+        """Temperature Type."""
+        if char_uuid == uuid(uuids.TEMPERATURE_TYPE):
+            return encode_temperature_type(TemperatureTypeValue(int(self.site)))
+        return super().read_device(char_uuid, now)
+
+    def measurement(self, now: datetime) -> TemperatureMeasurement:
+        """Reading at `now`, 0.1 Cel resolution, device timestamp (the type is in 0x2A1D, so not repeated here)."""
+        v = self.patient.vitals(now)
+        return TemperatureMeasurement(
+            temperature=Number.from_value(round(v.body_temperature, 1), exponent=-1, bits=32),
+            timestamp=self.date_time(now),
+        )
+
+    def measure(self, now: datetime) -> bytes:
+        """Encoded 0x2A1C."""
+        return encode_temperature_measurement(self.measurement(now))
+
+
+class WeightScale(SpotDevice):
+    """Bathroom scale: one 0x2A9D indication per weighing, with BMI and height (WSS)."""
+
+    kind = "weight_scale"
+    primary_service = uuids.WEIGHT_SCALE_SERVICE
+    measurement_uuid = uuid(uuids.WEIGHT_MEASUREMENT)
+    FEATURE = WeightScaleFeature(
+        timestamp_supported=True,
+        multiple_users_supported=True,
+        bmi_supported=True,
+        weight_resolution=4,  # 0.05 kg
+        height_resolution=3,  # 0.001 m
+    )
+
+    def __init__(self, *, user_id: int = 1, interval: timedelta = timedelta(hours=24), **kwargs: Any) -> None:
+        super().__init__(interval=interval, **kwargs)
+        self.user_id = user_id
+
+    def device_services(self) -> tuple[ServiceSpec, ...]:
+        """WSS: feature (read), measurement (indicate)."""
+        return (
+            ServiceSpec(
+                uuid(uuids.WEIGHT_SCALE_SERVICE),
+                (
+                    CharacteristicSpec(uuid(uuids.WEIGHT_SCALE_FEATURE), ("read",)),
+                    CharacteristicSpec(uuid(uuids.WEIGHT_MEASUREMENT), ("indicate",)),
+                ),
+            ),
+        )
+
+    def read_device(self, char_uuid: str, now: datetime) -> bytes:
+        """Weight Scale Feature."""
+        if char_uuid == uuid(uuids.WEIGHT_SCALE_FEATURE):
+            return encode_weight_scale_feature(self.FEATURE)
+        return super().read_device(char_uuid, now)
+
+    def measurement(self, now: datetime) -> WeightMeasurement:
+        """Weighing at `now` at the scale's 0.05 kg resolution."""
+        v = self.patient.vitals(now)
+        weight = round(v.weight_kg * 20) / 20
+        height = round(v.height_m, 3)
+        return WeightMeasurement(
+            weight=weight,
+            timestamp=self.date_time(now),
+            user_id=self.user_id,
+            bmi=round(weight / (height * height), 1),
+            height=height,
+        )
+
+    def measure(self, now: datetime) -> bytes:
+        """Encoded 0x2A9D."""
+        return encode_weight_measurement(self.measurement(now))

@@ -71,7 +71,7 @@ def _sepsis(p: float, _s: float) -> Effects:
     late = _smoothstep((p - 0.3) / 0.7)
     return Effects(
         body_temperature=2.7 * p,
-        heart_rate=14.0 * p,
+        heart_rate=22.0 * p,
         systolic=-42.0 * late,
         diastolic=-26.0 * late,
         respiratory_rate=10.0 * p,
@@ -86,9 +86,7 @@ def _afib(p: float, _s: float) -> Effects:
     return Effects(heart_rate=30.0 * p, rr_irregularity=0.22 if on else 0.0, irregular_rhythm=on, perfusion_factor=0.8)
 
 
-def _device_misuse(p: float, since_onset_s: float) -> Effects:
-    if p <= 0.0:
-        return Effects()
+def _device_misuse(_p: float, since_onset_s: float) -> Effects:
     # The cuff stays loose; the finger slips out of the oximeter 40 s of every 2 minutes and the signal is poor for
     # 20 s around it; the chest strap loses contact for 10 s of every minute.
     phase = since_onset_s % 120.0

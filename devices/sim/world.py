@@ -16,14 +16,19 @@ from typing import TYPE_CHECKING, Any, Final
 from devices.errors import SimulationError
 from devices.sim.base import Patient, SimPeripheral
 from devices.sim.clock import SimClock
-from devices.sim.peripherals import BloodPressureCuff, HeartRateStrap
+from devices.sim.glucose import CgmSensor, GlucoseMeter
+from devices.sim.oximeter import PulseOximeter
+from devices.sim.peripherals import BloodPressureCuff, HeartRateStrap, Thermometer, WeightScale
 from devices.sim.physiology import DEFAULT_START, PatientProfile
 from devices.sim.scenarios import Scenario, get_scenario
 
 if TYPE_CHECKING:
     from devices.sim.backend import SimBleakClient
 
-DEVICE_CLASSES: Final[dict[str, type[SimPeripheral]]] = {cls.kind: cls for cls in (HeartRateStrap, BloodPressureCuff)}
+DEVICE_CLASSES: Final[dict[str, type[SimPeripheral]]] = {
+    cls.kind: cls
+    for cls in (HeartRateStrap, BloodPressureCuff, Thermometer, PulseOximeter, WeightScale, GlucoseMeter, CgmSensor)
+}
 """Device kinds of a patient's kit -> class."""
 ALL_KINDS: Final = tuple(DEVICE_CLASSES)
 _KIND_BYTE: Final = {kind: i + 1 for i, kind in enumerate(ALL_KINDS)}
