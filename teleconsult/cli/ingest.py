@@ -24,6 +24,11 @@ def add_parser(sub: Any) -> None:
         default=f"tbib-ingest-{socket.gethostname()}",
         help="stable MQTT client id of this worker (its broker session survives crashes)",
     )
+    p.add_argument(
+        "--topic",
+        default="$share/tbib-ingest/tbib/v1/gw/+/readings",
+        help="subscription (default: the shared subscription of all ingest workers)",
+    )
     p.add_argument("--batch", type=int, default=10_000, help="max readings per transaction (default 10000)")
     p.add_argument("--linger-ms", type=float, default=50.0, help="max wait to fill a batch (default 50 ms)")
     p.add_argument("--writers", type=int, default=2, help="concurrent transactions (default 2)")
@@ -48,6 +53,7 @@ def _run(args: argparse.Namespace) -> int:
         dsn=dsn,
         mqtt_url=mqtt_url,
         client_id=args.client_id,
+        topic=args.topic,
         max_batch_readings=args.batch,
         linger_s=args.linger_ms / 1000,
         writers=args.writers,
