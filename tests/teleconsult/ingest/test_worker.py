@@ -23,9 +23,9 @@ def worker(gateways: Gateways, mqtt_url: str, name: str | None = None) -> Ingest
     return IngestWorker(config, vocabulary=VOCAB)
 
 
-async def until(predicate, timeout: float = 20.0) -> bool:
+async def until(predicate, seconds: float = 20.0) -> bool:
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    deadline = loop.time() + seconds
     while loop.time() < deadline:
         if await asyncio.to_thread(predicate):
             return True
