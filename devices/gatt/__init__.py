@@ -14,7 +14,7 @@ from typing import Any
 
 from devices import datetime_field
 from devices.errors import UnknownCharacteristicError
-from devices.gatt import blood_pressure, heart_rate, uuids
+from devices.gatt import blood_pressure, cgm, glucose, heart_rate, plx, racp, temperature, uuids, weight
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,33 +30,99 @@ class CharacteristicCodec:
 
 
 def _codecs() -> dict[int, CharacteristicCodec]:
-    table = [
-        CharacteristicCodec(
-            uuids.DATE_TIME, "date_time", datetime_field.decode_date_time, datetime_field.encode_date_time, False
-        ),
-        CharacteristicCodec(
-            uuids.HEART_RATE_MEASUREMENT,
+    u = uuids
+    table: list[tuple[int, str, Callable[[bytes], Any], Callable[[Any], bytes], bool]] = [
+        (u.DATE_TIME, "date_time", datetime_field.decode_date_time, datetime_field.encode_date_time, False),
+        (
+            u.HEART_RATE_MEASUREMENT,
             "heart_rate_measurement",
             heart_rate.decode_heart_rate_measurement,
             heart_rate.encode_heart_rate_measurement,
             True,
         ),
-        CharacteristicCodec(
-            uuids.BLOOD_PRESSURE_MEASUREMENT,
+        (
+            u.BLOOD_PRESSURE_MEASUREMENT,
             "blood_pressure_measurement",
             blood_pressure.decode_blood_pressure_measurement,
             blood_pressure.encode_blood_pressure_measurement,
             True,
         ),
-        CharacteristicCodec(
-            uuids.INTERMEDIATE_CUFF_PRESSURE,
+        (
+            u.INTERMEDIATE_CUFF_PRESSURE,
             "intermediate_cuff_pressure",
             blood_pressure.decode_intermediate_cuff_pressure,
             blood_pressure.encode_intermediate_cuff_pressure,
             True,
         ),
+        (
+            u.TEMPERATURE_MEASUREMENT,
+            "temperature_measurement",
+            temperature.decode_temperature_measurement,
+            temperature.encode_temperature_measurement,
+            True,
+        ),
+        (
+            u.TEMPERATURE_TYPE,
+            "temperature_type",
+            temperature.decode_temperature_type,
+            temperature.encode_temperature_type,
+            False,
+        ),
+        (
+            u.INTERMEDIATE_TEMPERATURE,
+            "intermediate_temperature",
+            temperature.decode_intermediate_temperature,
+            temperature.encode_intermediate_temperature,
+            True,
+        ),
+        (
+            u.PLX_SPOT_CHECK_MEASUREMENT,
+            "plx_spot_check_measurement",
+            plx.decode_plx_spot_check,
+            plx.encode_plx_spot_check,
+            True,
+        ),
+        (
+            u.PLX_CONTINUOUS_MEASUREMENT,
+            "plx_continuous_measurement",
+            plx.decode_plx_continuous,
+            plx.encode_plx_continuous,
+            True,
+        ),
+        (u.PLX_FEATURES, "plx_features", plx.decode_plx_features, plx.encode_plx_features, False),
+        (
+            u.WEIGHT_MEASUREMENT,
+            "weight_measurement",
+            weight.decode_weight_measurement,
+            weight.encode_weight_measurement,
+            True,
+        ),
+        (
+            u.WEIGHT_SCALE_FEATURE,
+            "weight_scale_feature",
+            weight.decode_weight_scale_feature,
+            weight.encode_weight_scale_feature,
+            False,
+        ),
+        (
+            u.GLUCOSE_MEASUREMENT,
+            "glucose_measurement",
+            glucose.decode_glucose_measurement,
+            glucose.encode_glucose_measurement,
+            True,
+        ),
+        (
+            u.GLUCOSE_MEASUREMENT_CONTEXT,
+            "glucose_measurement_context",
+            glucose.decode_glucose_context,
+            glucose.encode_glucose_context,
+            False,
+        ),
+        (u.GLUCOSE_FEATURE, "glucose_feature", glucose.decode_glucose_feature, glucose.encode_glucose_feature, False),
+        (u.CGM_MEASUREMENT, "cgm_measurement", cgm.decode_cgm_measurement, cgm.encode_cgm_measurement, True),
+        (u.RECORD_ACCESS_CONTROL_POINT, "record_access_control_point", racp.decode_racp, racp.encode_racp, False),
     ]
-    return {c.uuid16: c for c in table}
+    return {uuid16: CharacteristicCodec(uuid16, name, dec, enc, meas) for uuid16, name, dec, enc, meas in table}
 
 
 CHARACTERISTICS: Mapping[int, CharacteristicCodec] = MappingProxyType(_codecs())
