@@ -1,18 +1,107 @@
-"""`tbib consult`: join a teleconsultation from the patient side (not built yet: issue 8)."""
+"""`tbib consult join --token T [--server URL]`: join a teleconsultation as the patient's gateway agent.
+
+Exit codes: 0 the consultation ended (or Ctrl-C after a clean leave), 1 refused (bad/expired token, denied, room full,
+server unreachable), 2 usage errors.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import os
+import random
+import signal
 import sys
-from typing import Any
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any, Final
+from urllib.parse import urlsplit, urlunsplit
+
+from gateway_agent.consult import ConsultAgent, ConsultConfig, VitalReading
+from gateway_agent.errors import ConsultError
+
+DEFAULT_SERVER: Final = "http://127.0.0.1:8000"
+SIGNALING_PATH: Final = "/ws/v1/signaling"
 
 
 def add_parser(sub: Any) -> None:
     """Register `tbib consult`."""
-    parser = sub.add_parser("consult", help="join a teleconsultation as the patient agent (not implemented yet)")
-    parser.set_defaults(func=_run)
+    parser = sub.add_parser("consult", help="join a teleconsultation as the patient's gateway agent")
+    commands = parser.add_subparsers(dest="consult_command", metavar="SUBCOMMAND", required=True)
+    join = commands.add_parser("join", help="join with a token from the doctor or the patient app and serve the call")
+    join.add_argument("--token", required=True, help="join token (role agent or patient) issued by the server")
+    join.add_argument(
+        "--server",
+        default=os.environ.get("TBIB_SERVER_URL", DEFAULT_SERVER),
+        help=f"server base URL or signaling websocket URL (default $TBIB_SERVER_URL or {DEFAULT_SERVER})",
+    )
+    join.add_argument("--camera", default="/dev/video0", help="V4L2 camera; a test pattern is sent when absent")
+    join.add_argument("--no-camera", action="store_true", help="always send the test pattern")
+    join.add_argument("--microphone", default=None, help="ALSA capture device (e.g. default); none by default")
+    join.add_argument(
+        "--no-ice-servers", action="store_true", help="ignore the server's STUN/TURN list (host candidates only)"
+    )
+    join.add_argument(
+        "--demo-vitals",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="send a simulated heart-rate reading every SECONDS on the vitals channel (demo and benchmark)",
+    )
+    join.set_defaults(func=_join)
 
 
-def _run(_args: argparse.Namespace) -> int:
-    sys.stderr.write("tbib consult: not implemented yet (issue 8)\n")
-    return 2
+def signaling_url(server: str) -> str:
+    """``http(s)://host[:port]`` or ``ws(s)://...`` to the signaling websocket URL."""
+    parts = urlsplit(server)
+    scheme = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}.get(parts.scheme)
+    if scheme is None or not parts.netloc:
+        raise ConsultError(f"--server must be an http(s):// or ws(s):// URL, got {server!r}")
+    path = parts.path if parts.path.endswith(SIGNALING_PATH) else parts.path.rstrip("/") + SIGNALING_PATH
+    return urlunsplit((scheme, parts.netloc, path, "", ""))
+
+
+async def demo_vitals(period_s: float) -> AsyncIterator[VitalReading]:
+    """A plausible resting heart rate, measured now, every ``period_s``."""
+    rng = random.Random()  # noqa: S311 - simulated data, not security
+    while True:
+        await asyncio.sleep(period_s)
+        yield VitalReading("heart_rate", float(round(rng.gauss(72, 3))), "/min", datetime.now(UTC))
+
+
+async def _main(args: argparse.Namespace) -> int:
+    config = ConsultConfig(
+        server=signaling_url(args.server),
+        token=args.token,
+        camera=None if args.no_camera else args.camera,
+        microphone=args.microphone,
+        ice_servers=[] if args.no_ice_servers else None,
+    )
+    agent = ConsultAgent(config, demo_vitals(args.demo_vitals) if args.demo_vitals > 0 else None)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, lambda: asyncio.ensure_future(agent.stop()))
+    reason = await agent.run()
+    sys.stderr.write(f"tbib consult: call ended ({reason})\n")
+    return 0
+
+
+def _join(args: argparse.Namespace) -> int:
+    try:
+        return asyncio.run(_main(args))
+    except ConsultError as exc:
+        sys.stderr.write(f"tbib consult: error: {exc}\n")
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    from argparse import ArgumentParser
+
+    _parser = ArgumentParser(prog="python -m gateway_agent.consult_cli")
+    add_parser(_parser.add_subparsers(dest="command", required=True))
+    _args = _parser.parse_args()
+    sys.exit(_args.func(_args))

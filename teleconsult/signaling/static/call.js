@@ -1,0 +1,188 @@
+// tbib call client (ES module): signaling over /ws/v1/signaling and WebRTC negotiation roles.
+// Protocol reference: docs/teleconsultation.md. Used by /consult/patient, /consult/doctor and the dashboard.
+//
+// Roles: the doctor's browser is the impolite peer and makes the offers (with trickle ICE); a patient's browser is the
+// polite peer (perfect negotiation). The aiortc gateway agent never offers: it answers with all its candidates and sends
+// `renegotiate-request`, which the doctor answers with a fresh RTCPeerConnection (aiortc has no ICE restart).
+
+export const PROTOCOL_VERSION = 1;
+
+export function signalingUrl(path = "/ws/v1/signaling") {
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  return `${scheme}://${location.host}${path}`;
+}
+
+export function fragmentParams() {
+  return new URLSearchParams(location.hash.replace(/^#/, ""));
+}
+
+export class Signaling extends EventTarget {
+  constructor(url = signalingUrl()) {
+    super();
+    this.url = url;
+    this.seq = 0;
+    this.ws = null;
+    this.joined = null;
+  }
+
+  connect() {
+    return new Promise((resolve, reject) => {
+      const ws = new WebSocket(this.url);
+      this.ws = ws;
+      ws.onerror = () => reject(new Error(`cannot reach ${this.url}`));
+      ws.onclose = (ev) => this.dispatchEvent(new CustomEvent("close", { detail: { code: ev.code, reason: ev.reason } }));
+      ws.onmessage = (ev) => {
+        let frame;
+        try { frame = JSON.parse(ev.data); } catch { return; }
+        if (frame.type === "hello") resolve(frame);
+        if (frame.type === "joined") this.joined = frame;
+        this.dispatchEvent(new CustomEvent(frame.type, { detail: frame }));
+        this.dispatchEvent(new CustomEvent("frame", { detail: frame }));
+      };
+    });
+  }
+
+  send(type, fields = {}) {
+    this.seq += 1;
+    this.ws.send(JSON.stringify({ v: PROTOCOL_VERSION, seq: this.seq, type, ...fields }));
+  }
+
+  on(type, fn) {
+    this.addEventListener(type, (ev) => fn(ev.detail));
+  }
+
+  // Resolves with `joined` (or with `lobby` when `waitInLobby` is false); rejects on error/deny.
+  join(token, { waitInLobby = true } = {}) {
+    return new Promise((resolve, reject) => {
+      const done = (fn) => (ev) => { cleanup(); fn(ev.detail); };
+      const onJoined = done(resolve);
+      const onLobby = (ev) => { if (!waitInLobby) { cleanup(); resolve(ev.detail); } };
+      const onError = done((f) => reject(new Error(`${f.code}: ${f.detail}`)));
+      const onDeny = done((f) => reject(new Error(`denied: ${f.reason}`)));
+      const cleanup = () => {
+        this.removeEventListener("joined", onJoined);
+        this.removeEventListener("lobby", onLobby);
+        this.removeEventListener("error", onError);
+        this.removeEventListener("deny", onDeny);
+      };
+      this.addEventListener("joined", onJoined);
+      this.addEventListener("lobby", onLobby);
+      this.addEventListener("error", onError);
+      this.addEventListener("deny", onDeny);
+      this.send("join", { token });
+    });
+  }
+
+  close() { if (this.ws) this.ws.close(1000, "bye"); }
+}
+
+// One RTCPeerConnection towards one remote seat, with the perfect-negotiation pattern.
+export class PeerSession extends EventTarget {
+  // `stream` is sent from the start (offerer); `answerStream` is attached to the transceivers of the first remote offer
+  // (answerer: no offer of its own, so no glare with an aiortc or doctor offerer).
+  constructor(sig, {
+    peer, polite, iceServers = [], stream = null, answerStream = null, recvVideo = true, recvAudio = true, vitals = false,
+  }) {
+    super();
+    this.sig = sig;
+    this.peer = peer;
+    this.polite = polite;
+    this.makingOffer = false;
+    this.ignoreOffer = false;
+    this.closed = false;
+    this.answerStream = answerStream;
+    const pc = new RTCPeerConnection({ iceServers });
+    this.pc = pc;
+    pc.onicecandidate = ({ candidate }) => {
+      if (!this.closed) sig.send("candidate", { to: peer, candidate: candidate ? candidate.toJSON() : null });
+    };
+    pc.onnegotiationneeded = async () => {
+      try {
+        this.makingOffer = true;
+        await pc.setLocalDescription();
+        sig.send(pc.localDescription.type, { to: peer, sdp: pc.localDescription.sdp });
+      } catch (err) {
+        this.dispatchEvent(new CustomEvent("failure", { detail: err }));
+      } finally {
+        this.makingOffer = false;
+      }
+    };
+    pc.ontrack = (ev) => this.dispatchEvent(new CustomEvent("track", { detail: ev }));
+    pc.ondatachannel = (ev) => this._channel(ev.channel);
+    pc.onconnectionstatechange = () =>
+      this.dispatchEvent(new CustomEvent("state", { detail: pc.connectionState }));
+    if (stream) for (const track of stream.getTracks()) pc.addTrack(track, stream);
+    const kinds = new Set(stream ? stream.getTracks().map((t) => t.kind) : []);
+    if (recvVideo && !kinds.has("video")) pc.addTransceiver("video", { direction: "recvonly" });
+    if (recvAudio && !kinds.has("audio")) pc.addTransceiver("audio", { direction: "recvonly" });
+    if (vitals) this._channel(pc.createDataChannel("vitals"));
+    this._onFrame = (ev) => this._signal(ev.detail);
+    sig.addEventListener("frame", this._onFrame);
+  }
+
+  _channel(ch) {
+    if (ch.label !== "vitals") return;
+    ch.onmessage = (ev) => {
+      let msg;
+      try { msg = JSON.parse(ev.data); } catch { return; }
+      this.dispatchEvent(new CustomEvent("vitals", { detail: { msg, receivedAt: Date.now() } }));
+    };
+  }
+
+  async _signal(frame) {
+    if (this.closed || frame.from !== this.peer) return;
+    const pc = this.pc;
+    try {
+      if (frame.type === "offer" || frame.type === "answer") {
+        const collision = frame.type === "offer" && (this.makingOffer || pc.signalingState !== "stable");
+        this.ignoreOffer = !this.polite && collision;
+        if (this.ignoreOffer) return;
+        await pc.setRemoteDescription({ type: frame.type, sdp: frame.sdp });
+        if (frame.type === "offer") {
+          if (this.answerStream) {
+            for (const track of this.answerStream.getTracks()) pc.addTrack(track, this.answerStream);
+            this.answerStream = null;
+          }
+          await pc.setLocalDescription();
+          this.sig.send("answer", { to: this.peer, sdp: pc.localDescription.sdp });
+        }
+      } else if (frame.type === "candidate") {
+        try {
+          await pc.addIceCandidate(frame.candidate);
+        } catch (err) {
+          if (!this.ignoreOffer) throw err;
+        }
+      } else if (frame.type === "renegotiate-request") {
+        this.dispatchEvent(new CustomEvent("renegotiate", { detail: frame }));
+      }
+    } catch (err) {
+      this.dispatchEvent(new CustomEvent("failure", { detail: err }));
+    }
+  }
+
+  restartIce() { this.pc.restartIce(); }
+
+  close() {
+    this.closed = true;
+    this.sig.removeEventListener("frame", this._onFrame);
+    this.pc.close();
+  }
+}
+
+// Calls `fn(elapsedMs, via)` once, when the first remote video frame is decoded.
+export function watchFirstFrame(pc, video, t0, fn) {
+  let done = false;
+  const finish = (via) => { if (!done) { done = true; fn(performance.now() - t0, via); } };
+  if (video && "requestVideoFrameCallback" in HTMLVideoElement.prototype) {
+    video.requestVideoFrameCallback(() => finish("requestVideoFrameCallback"));
+  }
+  const poll = async () => {
+    if (done || pc.connectionState === "closed") return;
+    const stats = await pc.getStats();
+    for (const s of stats.values()) {
+      if (s.type === "inbound-rtp" && s.kind === "video" && s.framesDecoded > 0) { finish("getStats"); return; }
+    }
+    setTimeout(poll, 5);
+  };
+  poll();
+}

@@ -1,0 +1,119 @@
+"""The consult agent (aiortc) against an aiortc doctor through the real signaling server on uvicorn."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import pytest
+
+from gateway_agent.consult import ConsultAgent, ConsultConfig, VitalReading
+from gateway_agent.consult_media import ClockPatternTrack
+from gateway_agent.errors import ConsultError
+from teleconsult.bench.call_doctor import AiortcDoctor
+from teleconsult.signaling.core import SignalingConfig
+from teleconsult.signaling.service import SignalingService
+from teleconsult.signaling.standalone import running
+from teleconsult.signaling.tokens import Role, issue_token
+
+KEY = b"consult-test-key-0123456789abcdef"
+
+
+def tok(role: Role, sub: str, cid: str = "c-agent") -> str:
+    return issue_token(key=KEY, consultation_id=cid, role=role, subject=sub, now=datetime.now(UTC))
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[str]:
+    async with running(SignalingService(SignalingConfig(token_key=KEY))) as base:
+        yield base.replace("http://", "ws://") + "/ws/v1/signaling"
+
+
+async def readings(queue: asyncio.Queue[VitalReading]) -> AsyncIterator[VitalReading]:
+    while True:
+        yield await queue.get()
+
+
+async def test_agent_and_doctor_see_video_and_vitals(server: str) -> None:
+    queue: asyncio.Queue[VitalReading] = asyncio.Queue()
+    agent = ConsultAgent(
+        ConsultConfig(server=server, token=tok(Role.AGENT, "gw-1"), camera=None, ice_servers=[]), readings(queue)
+    )
+    run = asyncio.create_task(agent.run())
+    async with AiortcDoctor(server, tok(Role.DOCTOR, "dr-1")) as doctor:
+        await asyncio.wait_for(doctor.peer_joined.wait(), 10)
+        assert doctor.peers == {"patient": "agent"}
+        metrics = await doctor.call("patient")
+        await asyncio.wait_for(metrics.first_frame_event.wait(), 10)
+        await queue.put(VitalReading("heart_rate", 72.0, "/min", datetime.now(UTC)))
+        await queue.put(VitalReading("spo2", 97.0, "%", datetime.now(UTC)))
+        await asyncio.wait_for(metrics.first_vitals_event.wait(), 10)
+        while len(metrics.vitals) < 2:
+            await asyncio.sleep(0.01)
+        for _ in range(200):
+            if agent.stats.remote_video_frames >= 3 and metrics.frames >= 3:
+                break
+            await asyncio.sleep(0.02)
+    assert metrics.frames >= 3
+    assert agent.stats.remote_video_frames >= 3  # the doctor's video decoded by the agent
+    assert [(v["metric"], v["value"], v["unit"]) for v in metrics.vitals] == [
+        ("heart_rate", 72.0, "/min"),
+        ("spo2", 97.0, "%"),
+    ]
+    assert all(set(v) >= {"measured_at", "sent_at"} for v in metrics.vitals)
+    assert all(0 <= ms < 2000 for ms in metrics.vitals_latency_ms)
+    for _ in range(100):  # the doctor left (peer-left): the agent drops its peer connection and waits for a new call
+        if agent.pc is None:
+            break
+        await asyncio.sleep(0.02)
+    assert agent.pc is None
+    await agent.stop()
+    assert await asyncio.wait_for(run, 10) == "stopped"
+
+
+async def test_second_offer_gets_a_fresh_connection(server: str) -> None:
+    agent = ConsultAgent(ConsultConfig(server=server, token=tok(Role.AGENT, "gw-1", "c2"), camera=None, ice_servers=[]))
+    run = asyncio.create_task(agent.run())
+    async with AiortcDoctor(server, tok(Role.DOCTOR, "dr-1", "c2")) as doctor:
+        await asyncio.wait_for(doctor.peer_joined.wait(), 10)
+        for _ in range(2):
+            metrics = await doctor.call("patient")
+            await asyncio.wait_for(metrics.first_frame_event.wait(), 10)
+        assert agent.stats.offers == 2
+        await agent.stop()
+    assert await asyncio.wait_for(run, 10) == "stopped"
+
+
+async def test_denied_agent_raises_and_frees_media(server: str) -> None:
+    agent = ConsultAgent(ConsultConfig(server=server, token=tok(Role.AGENT, "gw-1", "c3"), camera=None, ice_servers=[]))
+    async with AiortcDoctor(server, tok(Role.DOCTOR, "dr-1", "c3"), auto_admit=False) as doctor:
+        run = asyncio.create_task(agent.run())
+        for _ in range(100):
+            if agent._media is not None:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.3)
+        await doctor._send("deny", seat="patient", reason="not now")
+        with pytest.raises(ConsultError) as info:
+            await asyncio.wait_for(run, 10)
+    assert info.value.code == "denied"
+    assert agent._media is not None
+    assert agent._media.video is not None
+    assert agent._media.video.readyState == "ended"
+
+
+async def test_bad_token_is_a_consult_error(server: str) -> None:
+    agent = ConsultAgent(ConsultConfig(server=server, token="forged", camera=None, ice_servers=[]))
+    with pytest.raises(ConsultError) as info:
+        await asyncio.wait_for(agent.run(), 10)
+    assert info.value.code == "bad-token"
+
+
+def test_test_pattern_draws_the_clock() -> None:
+    track = ClockPatternTrack()
+    a = track.draw(datetime(2026, 1, 1, 10, 0, 0, tzinfo=UTC), 0)
+    b = track.draw(datetime(2026, 1, 1, 10, 0, 1, tzinfo=UTC), 0)
+    assert a.shape == (720, 640)
+    assert (a != b).any()
+    assert (a[400:480] == 235).any()
