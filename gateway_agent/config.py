@@ -33,7 +33,7 @@ from typing import Any, Final
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from gateway_agent.errors import ConfigError
 
@@ -51,7 +51,7 @@ class DeviceKind(enum.StrEnum):
     THERMOMETER = "thermometer"
     PULSE_OXIMETER = "pulse_oximeter"
     WEIGHT_SCALE = "weight_scale"
-    GLUCOSE = "glucose"
+    GLUCOSE_METER = "glucose_meter"
     CGM = "cgm"
 
 
@@ -236,8 +236,11 @@ def read_credentials(path: Path) -> Credentials:
         ) from None
 
 
-def load_config(path: Path | str | None = None) -> GatewaySettings:
-    """Load a TOML file (optional) and ``TBIB_GATEWAY_*`` env; raise one :class:`ConfigError` when bad."""
+def load_config(path: Path | str | None = None, *, overrides: dict[str, Any] | None = None) -> GatewaySettings:
+    """Load a TOML file (optional) and ``TBIB_GATEWAY_*`` env; raise one :class:`ConfigError` when bad.
+
+    ``overrides`` (command-line options, nested dicts allowed) win over the environment, which wins over the file.
+    """
     source = _Source(None, "")
     data: dict[str, Any] = {}
     if path is not None:
@@ -260,12 +263,28 @@ def load_config(path: Path | str | None = None) -> GatewaySettings:
                     field=secret,
                     source=str(path),
                 )
-    return _build(data, source)
+    return _build(data, source, overrides or {})
 
 
-def _build(data: dict[str, Any], source: _Source) -> GatewaySettings:
+def _build(data: dict[str, Any], source: _Source, overrides: dict[str, Any]) -> GatewaySettings:
+    class _Layered(GatewaySettings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return (
+                InitSettingsSource(settings_cls, overrides),
+                env_settings,
+                InitSettingsSource(settings_cls, data),
+            )
+
     try:
-        return GatewaySettings(**data)
+        return _Layered()
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = tuple(err["loc"])

@@ -114,10 +114,14 @@ class Outbox:
         self.close()
 
     # -- readings --------------------------------------------------------------------------------------------------
-    def append(self, readings: Iterable[tuple[str, Mapping[str, Any]]]) -> list[str]:
+    def append(
+        self, readings: Iterable[tuple[str, Mapping[str, Any]]], *, racp_last_seq: tuple[str, int] | None = None
+    ) -> list[str]:
         """Store ``(device_address, reading_object)`` pairs durably; return their new ids (in order).
 
         Each object gets ``"id"`` set to a new uuid4 as its first key; it must be JSON-serialisable.
+        ``racp_last_seq=(address, seq)`` records a glucose record's sequence number in the same transaction, so a
+        record is never both stored and fetched again after a crash.
         """
         self._check_open()
         rows: list[tuple[str, str, str]] = []
@@ -127,7 +131,7 @@ class Outbox:
             body = json.dumps({"id": rid, **{k: v for k, v in reading.items() if k != "id"}}, separators=(",", ":"))
             rows.append((rid, device, body))
             ids.append(rid)
-        if not rows:
+        if not rows and racp_last_seq is None:
             return ids
         overflow = max(0, self._depth + len(rows) - self.max_readings)
         try:
@@ -140,6 +144,8 @@ class Outbox:
                     total = (self._meta("dropped") or 0) + dropped_now
                     self._set_meta("dropped", total)
                 self._db.executemany("INSERT INTO readings (id, device, body) VALUES (?, ?, ?)", rows)
+                if racp_last_seq is not None:
+                    self._set_device_value("racp_last_seq", racp_last_seq[0], int(racp_last_seq[1]))
         except sqlite3.Error as exc:
             raise OutboxError(f"outbox {self.path}: append failed: {exc}") from exc
         if overflow:
