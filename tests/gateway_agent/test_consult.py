@@ -49,7 +49,9 @@ async def test_agent_and_doctor_see_video_and_vitals(server: str) -> None:
         await queue.put(VitalReading("heart_rate", 72.0, "/min", datetime.now(UTC)))
         await queue.put(VitalReading("spo2", 97.0, "%", datetime.now(UTC)))
         await asyncio.wait_for(metrics.first_vitals_event.wait(), 10)
-        while len(metrics.vitals) < 2:
+        for _ in range(500):
+            if len(metrics.vitals) >= 2:
+                break
             await asyncio.sleep(0.01)
         for _ in range(200):
             if agent.stats.remote_video_frames >= 3 and metrics.frames >= 3:

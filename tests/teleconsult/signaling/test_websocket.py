@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import httpx
 from websockets.asyncio.client import connect
@@ -12,8 +13,13 @@ from teleconsult.signaling.tokens import Role
 from .conftest import Server
 
 
-async def recv(ws) -> dict:
-    return json.loads(await ws.recv())
+async def recv(ws: Any) -> dict[str, Any]:
+    frame: dict[str, Any] = json.loads(await ws.recv())
+    return frame
+
+
+def join(seq: int, token: str) -> str:
+    return json.dumps({"v": 1, "seq": seq, "type": "join", "token": token})
 
 
 async def test_join_admit_relay_over_real_websockets(signaling_server: Server) -> None:
