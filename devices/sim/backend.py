@@ -1,5 +1,10 @@
 """bleak backend over a `SimWorld`: `SimBleakScanner` and `SimBleakClient`.
 
+World lookup, first match wins: the `sim_world=` keyword (bleak forwards extra keywords of `BleakScanner(...)` and
+`BleakClient(...)` to the backend), the world of the `BLEDevice` a scanner returned (client), the world bound with
+`SimBleakScanner.for_world(world)` / `SimBleakClient.for_world(world)` (typed, for `BleakScanner.discover`), then the
+current world of `use_world(world)`.
+
 Usage (gateway code stays plain bleak)::
 
     world = SimWorld.create(patients=2, scenario="hypoxia", speed=60)
@@ -27,7 +32,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from bleak.args import SizedBuffer
 from bleak.backends.characteristic import BleakGATTCharacteristic
@@ -56,10 +61,10 @@ class SimDeviceDetails:
     address: str
 
 
-def _world(kwargs: dict[str, Any]) -> SimWorld:
+def _world(kwargs: dict[str, Any], bound: SimWorld | None) -> SimWorld:
     world = kwargs.get("sim_world")
     if world is None:
-        return current_world()
+        return bound if bound is not None else current_world()
     if not isinstance(world, SimWorld):
         raise TypeError(f"sim_world must be a SimWorld, not {type(world).__name__}")
     return world
@@ -67,6 +72,14 @@ def _world(kwargs: dict[str, Any]) -> SimWorld:
 
 class SimBleakScanner(BaseBleakScanner):
     """Scanner that hears the advertisements of the world's peripherals that are in range and not connected."""
+
+    bound_world: ClassVar[SimWorld | None] = None
+    """Set on the subclasses made by `for_world`."""
+
+    @classmethod
+    def for_world(cls, world: SimWorld) -> type[SimBleakScanner]:
+        """A scanner backend bound to `world` (typed use with `BleakScanner.discover(backend=...)`)."""
+        return type(f"{cls.__name__}ForWorld", (cls,), {"bound_world": world})
 
     def __init__(
         self,
@@ -76,7 +89,7 @@ class SimBleakScanner(BaseBleakScanner):
         **kwargs: Any,
     ) -> None:
         super().__init__(detection_callback, service_uuids)
-        self._world = _world(kwargs)
+        self._world = _world(kwargs, self.bound_world)
         self._scanning_mode = scanning_mode
         self._task: asyncio.Task[None] | None = None
 
@@ -128,6 +141,14 @@ class SimBleakScanner(BaseBleakScanner):
 class SimBleakClient(BaseBleakClient):
     """GATT client connected to a simulated peripheral."""
 
+    bound_world: ClassVar[SimWorld | None] = None
+    """Set on the subclasses made by `for_world`."""
+
+    @classmethod
+    def for_world(cls, world: SimWorld) -> type[SimBleakClient]:
+        """A client backend bound to `world` (when connecting by address without `use_world`)."""
+        return type(f"{cls.__name__}ForWorld", (cls,), {"bound_world": world})
+
     def __init__(
         self,
         address_or_ble_device: BLEDevice | str,
@@ -142,7 +163,7 @@ class SimBleakClient(BaseBleakClient):
         if isinstance(details, SimDeviceDetails) and kwargs.get("sim_world") is None:
             self._world = details.world
         else:
-            self._world = _world(kwargs)
+            self._world = _world(kwargs, self.bound_world)
         self._by_device = isinstance(address_or_ble_device, BLEDevice)
         self._requested_services = services
         self._peripheral: SimPeripheral | None = None
