@@ -178,10 +178,12 @@ async def authorize_patient(
     return PatientGrant(user=user, patient_id=patient_id, via=via)
 
 
-def _route_template(request: Request) -> str:
-    route = request.scope.get("route")
-    path = getattr(route, "path", None)
-    return f"{request.method} {path if isinstance(path, str) else request.url.path}"
+def route_template(request: Request | WebSocket) -> str:
+    """``"GET /api/v1/patients/{patient_id}/consents"``: the path with parameter values put back as names."""
+    by_value = {str(v): k for k, v in request.path_params.items()}
+    path = "/".join(f"{{{by_value[seg]}}}" if seg in by_value else seg for seg in request.url.path.split("/"))
+    method = request.scope.get("method", "WS")
+    return f"{method} {path}"
 
 
 async def patient_access(request: Request, patient_id: uuid.UUID, user: CurrentUser, pool: Pool) -> PatientGrant:
@@ -191,7 +193,7 @@ async def patient_access(request: Request, patient_id: uuid.UUID, user: CurrentU
         user,
         patient_id,
         action=audit_log.READ if request.method in SAFE_METHODS else audit_log.WRITE,
-        resource=_route_template(request),
+        resource=route_template(request),
         client_addr=client_addr(request),
     )
 
@@ -263,7 +265,7 @@ async def authorize_websocket_patient(
             user,
             patient_id,
             action=action,
-            resource=f"WS {websocket.scope.get('path', '')}",
+            resource=route_template(websocket),
             client_addr=client_addr(websocket),
         )
     except AuthorizationError as exc:

@@ -294,7 +294,7 @@ async def enable_totp(conn: AsyncConnection[Any], user_id: uuid.UUID, code: str,
     if row is None or row[0] is None:
         raise ConflictError("start TOTP setup first")
     if not pyotp.TOTP(row[0]).verify(code, for_time=now, valid_window=1):
-        raise AuthenticationError("invalid totp code")
+        raise ConflictError("invalid totp code")
     await conn.execute("update users set totp_enabled = true where id = %s", (user_id,))
 
 

@@ -20,7 +20,7 @@ from teleconsult.api.schemas import ApiModel, Password, Username, UserOut
 from teleconsult.errors import AuthenticationError, AuthorizationError, CsrfError, LockedOutError, SecurityError
 from teleconsult.security import accounts, tokens
 from teleconsult.security.accounts import LoginPolicy, LoginResult
-from teleconsult.security.models import CLINICIAN_ROLES
+from teleconsult.security.models import Role, User
 from teleconsult.settings import Settings
 
 router = APIRouter(prefix="/auth", tags=["auth"])
@@ -188,11 +188,15 @@ async def me(user: CurrentUser) -> UserOut:
     return UserOut.of(user)
 
 
+def _require_staff(user: User) -> None:
+    if user.role is Role.PATIENT:
+        raise AuthorizationError("TOTP is available to clinicians and admins")
+
+
 @router.post("/totp/setup", summary="Start TOTP enrolment (clinicians and admins)")
 async def totp_setup(user: CurrentUser, pool: Pool, settings: AppSettings) -> TotpSetupOut:
     """A new secret; TOTP is enforced only after ``/auth/totp/enable`` confirms a code."""
-    if user.role not in CLINICIAN_ROLES and user.role.value != "admin":
-        raise AuthorizationError("TOTP is available to clinicians and admins")
+    _require_staff(user)
     async with pool.connection() as conn:
         secret = await accounts.begin_totp(conn, user.id)
     uri = pyotp.TOTP(secret).provisioning_uri(name=user.username, issuer_name=settings.totp_issuer)
@@ -201,7 +205,8 @@ async def totp_setup(user: CurrentUser, pool: Pool, settings: AppSettings) -> To
 
 @router.post("/totp/enable", status_code=status.HTTP_204_NO_CONTENT, summary="Confirm a TOTP code and enforce it")
 async def totp_enable(body: TotpCode, user: CurrentUser, pool: Pool) -> Response:
-    """From now on, login needs a code."""
+    """From now on, login needs a code (409 for a wrong code or no pending secret)."""
+    _require_staff(user)
     async with pool.connection() as conn:
         await accounts.enable_totp(conn, user.id, body.code, datetime.now(UTC))
     return Response(status_code=status.HTTP_204_NO_CONTENT)

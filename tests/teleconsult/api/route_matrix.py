@@ -1,0 +1,158 @@
+"""The authorization matrix: one entry per route of the app, saying who may call it.
+
+``test_authorization_matrix.py`` builds the app, lists ``app.routes`` and fails when a route has no entry here (or an
+entry names a route that no longer exists). Then every route is called by every caller — anonymous, admin, doctor,
+nurse, pharmacist, patient — twice: for the patient they are assigned to (``assigned=True``: staff on p1's care team,
+the patient's own record) and for another patient (``assigned=False``), and the status must be the expected one.
+
+To add your route: add a line to :data:`MATRIX` keyed by ``(METHOD, path template)`` — use ``"WS"`` as the method for
+websocket routes — with a policy (:func:`public`, :func:`authenticated`, :func:`staff_only`, :func:`admin_only`,
+:func:`care_team`, :func:`patient_self`, or your own ``(caller, assigned) -> status``) and, when needed, factories
+for the body, the query, and path parameters other than ``patient_id`` (which the runner fills in). A factory gets
+the :class:`Ctx` (seeded ids, helpers to create throwaway users/assignments). Websocket entries give ``ws_probe``:
+``probe(ctx, url, token, patient_id) -> status`` that connects (``token`` is None for anonymous) and maps the outcome
+to an HTTP-like status (e.g. 200 subscribed, 401 unauthenticated, 403 refused).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tests.teleconsult.api.helpers import Seeded
+
+CALLERS = ("anonymous", "admin", "doctor", "nurse", "pharmacist", "patient")
+STAFF = frozenset({"admin", "doctor", "nurse", "pharmacist"})
+
+Policy = Callable[[str, bool], int]
+
+
+@dataclass
+class Ctx:
+    """What factories can use."""
+
+    seeded: Seeded
+    caller: str
+    assigned: bool
+    patient_id: uuid.UUID
+    base_url: str
+    _n: list[int] = field(default_factory=lambda: [0])
+
+    def unique(self, stem: str) -> str:
+        self._n[0] += 1
+        return f"{stem}-{uuid.uuid4().hex[:10]}"
+
+    def throwaway_user(self, role: str = "nurse") -> uuid.UUID:
+        return self.seeded.add_user(self.unique("tmp"), role)
+
+    def throwaway_assignment(self) -> uuid.UUID:
+        return self.seeded.assign(self.throwaway_user(), self.patient_id)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """How to call one route and what each caller gets."""
+
+    policy: Policy
+    body: Callable[[Ctx], Any] | None = None
+    query: Callable[[Ctx], dict[str, str]] | None = None
+    params: dict[str, Callable[[Ctx], str]] = field(default_factory=dict)
+    own_session: bool = False
+    """Log the caller in afresh for this call (for routes that end the session)."""
+    ws_probe: Callable[[Ctx, str, str | None, uuid.UUID], int] | None = None
+
+
+# --- policies -------------------------------------------------------------------------------------------------------
+
+
+def public(ok: int = 200) -> Policy:
+    """Anyone, even anonymous."""
+    return lambda caller, assigned: ok
+
+
+def authenticated(ok: int = 200) -> Policy:
+    """Any logged-in account."""
+    return lambda caller, assigned: 401 if caller == "anonymous" else ok
+
+
+def staff_only(ok: int = 200) -> Policy:
+    """Any account but patients."""
+    return lambda caller, assigned: 401 if caller == "anonymous" else (ok if caller in STAFF else 403)
+
+
+def admin_only(ok: int = 200) -> Policy:
+    """Admins (whether assigned or not: account management is not clinical data)."""
+    return lambda caller, assigned: 401 if caller == "anonymous" else (ok if caller == "admin" else 403)
+
+
+def care_team(ok: int = 200) -> Policy:
+    """Patient data: staff (admins included) on the care team, or the patient themself."""
+    return lambda caller, assigned: 401 if caller == "anonymous" else (ok if assigned else 403)
+
+
+def patient_self(ok: int = 200) -> Policy:
+    """Only the patient themself."""
+    return lambda caller, assigned: 401 if caller == "anonymous" else (ok if caller == "patient" and assigned else 403)
+
+
+# --- the matrix -----------------------------------------------------------------------------------------------------
+
+
+def _login_body(ctx: Ctx) -> dict[str, str]:
+    from tests.teleconsult.api.helpers import PASSWORD
+
+    return {"username": "m-doctor", "password": PASSWORD}
+
+
+def _refresh_body(ctx: Ctx) -> dict[str, str]:
+    import httpx
+
+    from tests.teleconsult.api.helpers import PASSWORD
+
+    r = httpx.post(f"{ctx.base_url}/api/v1/auth/login", json={"username": "m-nurse", "password": PASSWORD})
+    return {"refresh_token": r.json()["refresh_token"]}
+
+
+MATRIX: dict[tuple[str, str], Entry] = {
+    # infrastructure
+    ("GET", "/healthz"): Entry(public()),
+    ("GET", "/openapi.json"): Entry(public()),
+    ("GET", "/docs"): Entry(public()),
+    ("GET", "/docs/oauth2-redirect"): Entry(public()),
+    # auth (issue 6)
+    ("POST", "/api/v1/auth/login"): Entry(public(), body=_login_body),
+    ("POST", "/api/v1/auth/refresh"): Entry(public(), body=_refresh_body),
+    ("POST", "/api/v1/auth/logout"): Entry(authenticated(204), own_session=True),
+    ("GET", "/api/v1/auth/me"): Entry(authenticated()),
+    ("POST", "/api/v1/auth/totp/setup"): Entry(staff_only()),
+    ("POST", "/api/v1/auth/totp/enable"): Entry(staff_only(409), body=lambda ctx: {"code": "000000"}),
+    # accounts (issue 6)
+    ("GET", "/api/v1/users"): Entry(admin_only()),
+    ("POST", "/api/v1/users"): Entry(
+        admin_only(201), body=lambda ctx: {"username": ctx.unique("u"), "password": "long-enough-pw", "role": "nurse"}
+    ),
+    ("POST", "/api/v1/users/{user_id}/disable"): Entry(
+        admin_only(), params={"user_id": lambda ctx: str(ctx.throwaway_user())}
+    ),
+    ("POST", "/api/v1/users/{user_id}/enable"): Entry(
+        admin_only(), params={"user_id": lambda ctx: str(ctx.throwaway_user())}
+    ),
+    # care team (issue 6)
+    ("GET", "/api/v1/care-team"): Entry(admin_only()),
+    ("POST", "/api/v1/care-team"): Entry(
+        admin_only(201),
+        body=lambda ctx: {"clinician_id": str(ctx.throwaway_user()), "patient_id": str(ctx.patient_id)},
+    ),
+    ("POST", "/api/v1/care-team/{assignment_id}/end"): Entry(
+        admin_only(), params={"assignment_id": lambda ctx: str(ctx.throwaway_assignment())}
+    ),
+    ("GET", "/api/v1/care-team/mine"): Entry(staff_only()),
+    # consent and access log (issue 6)
+    ("GET", "/api/v1/patients/{patient_id}/consents"): Entry(care_team()),
+    ("POST", "/api/v1/patients/{patient_id}/consents"): Entry(
+        care_team(201), body=lambda ctx: {"purpose": "remote_monitoring", "granted": True}
+    ),
+    ("GET", "/api/v1/patients/{patient_id}/access-log"): Entry(patient_self()),
+}
