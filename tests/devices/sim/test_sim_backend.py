@@ -20,7 +20,7 @@ from bleak_retry_connector import establish_connection
 
 from devices.datetime_field import decode_date_time
 from devices.errors import DecodeError
-from devices.gatt import uuids
+from devices.gatt import CHARACTERISTICS, decode_characteristic, uuids
 from devices.gatt.blood_pressure import decode_blood_pressure_measurement
 from devices.gatt.cgm import decode_cgm_measurement
 from devices.gatt.glucose import decode_glucose_measurement
@@ -299,3 +299,41 @@ async def test_explicit_world_without_context() -> None:
         await client.start_notify(u(uuids.HEART_RATE_MEASUREMENT), on_hr)
         await asyncio.sleep(0.3)
     assert len(got) >= 3
+
+
+@pytest.mark.parametrize("kind", list(SERVICE))
+async def test_readable_characteristics_decode_with_the_registry(world: SimWorld, kind: str) -> None:
+    """Everything a gateway may read (features, temperature type, date time) decodes and re-encodes identically."""
+    checked = 0
+    async with BleakClient(await _find(world, kind), backend=SimBleakClient) as client:
+        for characteristic in client.services.characteristics.values():
+            uuid16 = uuids.uuid_to_uuid16(characteristic.uuid)
+            if "read" not in characteristic.properties or uuid16 not in CHARACTERISTICS:
+                continue
+            data = bytes(await client.read_gatt_char(characteristic))
+            value = decode_characteristic(uuid16, data)
+            assert CHARACTERISTICS[uuid16].encode(value) == data
+            checked += 1
+    assert checked >= 1
+
+
+async def test_hypoxia_seen_through_the_oximeter_in_seconds() -> None:
+    """A 20-minute COPD desaturation compressed 400x: the gateway sees SpO2 fall below 88 % over the air."""
+    w = SimWorld.create(1, "hypoxia", seed=4, kinds=["pulse_oximeter"], speed=SPEED, onset_s=20, scenario_speed=400)
+    spo2: list[float] = []
+    device = await BleakScanner.find_device_by_address(
+        w.patients[0].devices["pulse_oximeter"].address, timeout=1.0, backend=SimBleakScanner.for_world(w)
+    )
+    assert device is not None
+    async with BleakClient(device, backend=SimBleakClient) as client:
+
+        def on_plx(_c: BleakGATTCharacteristic, data: bytearray) -> None:
+            spo2.append(float(decode_plx_continuous(bytes(data)).spo2))
+
+        await client.start_notify(u(uuids.PLX_CONTINUOUS_MEASUREMENT), on_plx)
+        for _ in range(50):
+            await asyncio.sleep(0.1)
+            if spo2 and spo2[-1] < 88:
+                break
+    assert spo2[0] > 90
+    assert min(spo2) < 88
