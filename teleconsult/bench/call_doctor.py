@@ -31,6 +31,11 @@ class CallMetrics:
     frames: int = 0
     vitals: list[dict[str, Any]] = field(default_factory=list)
     vitals_latency_ms: list[float] = field(default_factory=list)
+    vitals_open_at: datetime | None = None
+    """Wall clock when the vitals channel opened on the doctor's side."""
+    fresh_vitals_latency_ms: list[float] = field(default_factory=list)
+    """Latency of readings taken after the channel opened (earlier ones were queued by the agent)."""
+    fresh_vitals_event: asyncio.Event = field(default_factory=asyncio.Event)
     first_frame_event: asyncio.Event = field(default_factory=asyncio.Event)
     first_vitals_event: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -127,8 +132,17 @@ class AiortcDoctor:
             received = datetime.now(UTC)
             msg = json.loads(message)
             metrics.vitals.append(msg)
-            metrics.vitals_latency_ms.append((received - _parse_time(msg["measured_at"])).total_seconds() * 1000)
+            measured = _parse_time(msg["measured_at"])
+            latency = (received - measured).total_seconds() * 1000
+            metrics.vitals_latency_ms.append(latency)
             metrics.first_vitals_event.set()
+            if metrics.vitals_open_at is not None and measured >= metrics.vitals_open_at:
+                metrics.fresh_vitals_latency_ms.append(latency)
+                metrics.fresh_vitals_event.set()
+
+        @channel.on("open")
+        def _open() -> None:
+            metrics.vitals_open_at = datetime.now(UTC)
 
         @pc.on("connectionstatechange")
         def _state() -> None:

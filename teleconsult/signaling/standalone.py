@@ -49,3 +49,46 @@ async def running(service: SignalingService, *, host: str = "127.0.0.1", port: i
         await service.aclose()
         server.should_exit = True
         await task
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m teleconsult.signaling.standalone``: serve signaling only (key from ``TBIB_SIGNALING_KEY``, hex).
+
+    Prints ``SIGNALING <base url>`` on stdout once listening; runs until SIGTERM/SIGINT.
+    """
+    import argparse
+    import os
+    import signal
+    import sys
+
+    from teleconsult.signaling.core import SignalingConfig
+
+    parser = argparse.ArgumentParser(prog="python -m teleconsult.signaling.standalone")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args(argv)
+    key_hex = os.environ.get("TBIB_SIGNALING_KEY", "")
+    try:
+        key = bytes.fromhex(key_hex)
+    except ValueError:
+        key = b""
+    if len(key) < 32:
+        sys.stderr.write("TBIB_SIGNALING_KEY must hold at least 32 bytes in hex\n")
+        return 2
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        async with running(SignalingService(SignalingConfig(token_key=key)), host=args.host, port=args.port) as base:
+            sys.stdout.write(f"SIGNALING {base}\n")
+            sys.stdout.flush()
+            await stop.wait()
+
+    asyncio.run(serve())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

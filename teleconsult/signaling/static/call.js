@@ -122,6 +122,8 @@ export class PeerSession extends EventTarget {
 
   _channel(ch) {
     if (ch.label !== "vitals") return;
+    const opened = () => this.dispatchEvent(new CustomEvent("vitals-open", { detail: ch }));
+    if (ch.readyState === "open") opened(); else ch.onopen = opened;
     ch.onmessage = (ev) => {
       let msg;
       try { msg = JSON.parse(ev.data); } catch { return; }

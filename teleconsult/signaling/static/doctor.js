@@ -32,7 +32,11 @@ function renderLobby(waiting) {
 function startCall(peer = "patient") {
   if (session) session.close();
   const t0 = performance.now();
-  const metrics = { peer, t0, firstFrameMs: null, firstFrameVia: null, connectedMs: null, firstVitals: null };
+  // firstVitals: the first reading *taken* after the vitals channel opened here (earlier ones were queued by the agent).
+  const metrics = {
+    peer, t0, firstFrameMs: null, firstFrameVia: null, connectedMs: null, vitalsOpenAt: null, firstVitals: null,
+    firstVitalsAny: null,
+  };
   state.calls.push(metrics);
   const peerInfo = state.peers[peer] || {};
   session = new PeerSession(sig, {
@@ -57,11 +61,14 @@ function startCall(peer = "patient") {
     const { msg, receivedAt } = ev.detail;
     const entry = { ...msg, receivedAt, latencyMs: receivedAt - Date.parse(msg.measured_at) };
     state.vitals.push(entry);
-    if (metrics.firstVitals === null) metrics.firstVitals = entry;
+    if (metrics.firstVitalsAny === null) metrics.firstVitalsAny = { ...entry, sinceClickMs: performance.now() - t0 };
+    const takenAfterOpen = metrics.vitalsOpenAt !== null && Date.parse(msg.measured_at) >= metrics.vitalsOpenAt;
+    if (metrics.firstVitals === null && takenAfterOpen) metrics.firstVitals = entry;
     const li = document.createElement("li");
     li.textContent = `${msg.metric} ${msg.value} ${msg.unit} (${msg.measured_at})`;
     $("vitals").prepend(li);
   });
+  session.addEventListener("vitals-open", () => { metrics.vitalsOpenAt = Date.now(); });
   session.addEventListener("renegotiate", () => {
     // aiortc agents cannot restart ICE: a fresh connection; browsers: ICE restart.
     if (peerInfo.role === "agent" || (state.peers[peer] || {}).role === "agent") startCall(peer);

@@ -43,6 +43,7 @@ async def test_browser_doctor_sees_agent_video_and_vitals(signaling_server: Serv
     await page.evaluate("window.tbib.startCall('patient')")
     first_frame_ms = await wait_for(page, "window.tbib.state.calls[0].firstFrameMs")
     await wait_for(page, "window.tbib.state.calls[0].connectedMs")
+    await wait_for(page, "window.tbib.state.calls[0].vitalsOpenAt")
     await queue.put(VitalReading("spo2", 96.0, "%", datetime.now(UTC)))
     vitals = await wait_for(page, "window.tbib.state.calls[0].firstVitals")
     assert (vitals["metric"], vitals["value"], vitals["unit"]) == ("spo2", 96, "%")

@@ -1,0 +1,260 @@
+"""Call benchmark: ``python -m teleconsult.bench.call [--calls 20] [--json]`` (``tbib bench call``).
+
+Three processes on loopback, like production: the signaling server (``teleconsult.signaling.standalone`` on uvicorn),
+the patient's consult agent (``tbib consult join`` with the test pattern and simulated vitals every 50 ms) and the
+doctor (this process: an aiortc peer, then headless Debian Chromium via Playwright).
+
+Measured, over ``--calls`` calls each:
+- "doctor clicks call" -> first decoded video frame of the agent, for Chromium <-> agent and aiortc <-> agent;
+- vitals latency: reading taken in the agent -> message received by the doctor (first reading taken after the channel
+  opened, per call);
+- agent CPU % (psutil, % of one core) while sending 640x480 to a receive-only doctor, and while sending and receiving;
+- baseline in the same run: bare aiortc <-> aiortc in one process, no signaling, no separate processes.
+The last stdout line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import secrets
+import shutil
+import statistics
+import sys
+import time
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import psutil
+from aiortc import RTCConfiguration, RTCPeerConnection, VideoStreamTrack
+
+from teleconsult.bench.call_doctor import AiortcDoctor
+from teleconsult.signaling.tokens import Role, issue_token
+
+CHROMIUM: Final = "/usr/bin/chromium"
+CHROMIUM_ARGS: Final = [
+    "--no-sandbox",
+    "--use-fake-ui-for-media-stream",
+    "--use-fake-device-for-media-stream",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--autoplay-policy=no-user-gesture-required",
+]
+GOALS_MS: Final = {
+    "browser_first_frame_p50_ms": 300.0,
+    "agent_first_frame_p50_ms": 150.0,
+    "vitals_latency_p50_ms": 100.0,
+}
+
+
+def pct(values: Sequence[float], q: float) -> float | None:
+    """Percentile ``q`` (0-100), linear interpolation; None when empty."""
+    if not values:
+        return None
+    if len(values) == 1:
+        return float(values[0])
+    return float(statistics.quantiles(values, n=100, method="inclusive")[round(q) - 1]) if q < 100 else max(values)
+
+
+def _r(x: float | None) -> float | None:
+    return None if x is None else round(x, 1)
+
+
+@contextlib.asynccontextmanager
+async def _process(args: list[str], env: dict[str, str], ready_prefix: str | None) -> AsyncIterator[tuple[Any, str]]:
+    proc = await asyncio.create_subprocess_exec(
+        *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
+    )
+    line = ""
+    try:
+        if ready_prefix is not None:
+            assert proc.stdout is not None
+            raw = await asyncio.wait_for(proc.stdout.readline(), 30)
+            line = raw.decode().strip()
+            if not line.startswith(ready_prefix):
+                raise RuntimeError(f"{args[2]} did not start: {line!r}")
+        yield proc, line
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+            try:
+                await asyncio.wait_for(proc.wait(), 10)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+
+
+async def baseline(calls: int) -> list[float]:
+    """Bare aiortc <-> aiortc in one process: offer -> first decoded frame, no signaling."""
+    out = []
+    consumers: list[asyncio.Future[None]] = []
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        doctor = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        agent = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        first = asyncio.get_running_loop().create_future()
+
+        @doctor.on("track")
+        def _track(track: Any, first: asyncio.Future[float] = first) -> None:
+            async def consume() -> None:
+                await track.recv()
+                if not first.done():
+                    first.set_result(time.perf_counter())
+
+            consumers.append(asyncio.ensure_future(consume()))
+
+        doctor.addTransceiver("video", direction="recvonly")
+        doctor.createDataChannel("vitals")
+        await doctor.setLocalDescription(await doctor.createOffer())
+        await agent.setRemoteDescription(doctor.localDescription)
+        agent.addTrack(VideoStreamTrack())
+        await agent.setLocalDescription(await agent.createAnswer())
+        await doctor.setRemoteDescription(agent.localDescription)
+        out.append((await asyncio.wait_for(first, 10) - t0) * 1000)
+        await asyncio.gather(doctor.close(), agent.close())
+    for c in consumers:
+        c.cancel()
+    await asyncio.gather(*consumers, return_exceptions=True)
+    return out
+
+
+async def agent_calls(url: str, token: str, calls: int) -> dict[str, list[float]]:
+    """aiortc doctor <-> agent process through signaling."""
+    first: list[float] = []
+    connected: list[float] = []
+    fresh: list[float] = []
+    async with AiortcDoctor(url, token) as doctor:
+        await asyncio.wait_for(doctor.peer_joined.wait(), 20)
+        for _ in range(calls):
+            m = await doctor.call("patient")
+            await asyncio.wait_for(m.first_frame_event.wait(), 10)
+            await asyncio.wait_for(m.fresh_vitals_event.wait(), 10)
+            first.append(m.first_frame_ms or 0.0)
+            connected.append(((m.connected_at or m.clicked_at) - m.clicked_at) * 1000)
+            fresh.append(m.fresh_vitals_latency_ms[0])
+            await doctor.hangup()
+            await asyncio.sleep(0.2)
+    return {"first": first, "connected": connected, "vitals": fresh}
+
+
+async def agent_cpu(url: str, token: str, pid: int, seconds: float, *, doctor_sends_video: bool) -> float:
+    """CPU % (of one core) of the agent process during ``seconds`` of an established call."""
+    proc = psutil.Process(pid)
+    async with AiortcDoctor(url, token, send_video=doctor_sends_video) as doctor:
+        await asyncio.wait_for(doctor.peer_joined.wait(), 20)
+        m = await doctor.call("patient")
+        await asyncio.wait_for(m.first_frame_event.wait(), 10)
+        await asyncio.sleep(1.0)  # encoder warm-up, bitrate ramp
+        proc.cpu_percent(None)
+        await asyncio.sleep(seconds)
+        return float(proc.cpu_percent(None))
+
+
+async def browser_calls(base: str, token: str, calls: int) -> dict[str, list[float]]:
+    """Headless Chromium doctor page <-> agent process."""
+    from playwright.async_api import async_playwright
+
+    first, vitals, vias = [], [], []
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page()
+            await page.goto(f"{base}/consult/doctor#token={token}&autoadmit=1")
+            await page.wait_for_function("window.tbib && window.tbib.state.peers.patient", timeout=20_000)
+            for i in range(calls):
+                await page.evaluate("window.tbib.startCall('patient')")
+                h = await page.wait_for_function(f"window.tbib.state.calls[{i}].firstFrameMs", timeout=15_000)
+                first.append(float(await h.json_value()))
+                h = await page.wait_for_function(f"window.tbib.state.calls[{i}].firstVitals", timeout=15_000)
+                vitals.append(float((await h.json_value())["latencyMs"]))
+                vias.append(await page.evaluate(f"window.tbib.state.calls[{i}].firstFrameVia"))
+                await page.evaluate("window.tbib.hangup()")
+                await asyncio.sleep(0.2)
+        finally:
+            await browser.close()
+    return {"first": first, "vitals": vitals, "via_rvfc": [float(v == "requestVideoFrameCallback") for v in vias]}
+
+
+async def run(calls: int, cpu_seconds: float, with_browser: bool) -> dict[str, Any]:
+    key = secrets.token_bytes(32)
+    env = {**os.environ, "TBIB_SIGNALING_KEY": key.hex(), "PYTHONUNBUFFERED": "1"}
+    now = datetime.now(UTC)
+    py = sys.executable
+
+    def tok(role: Role, sub: str) -> str:
+        return issue_token(key=key, consultation_id="bench", role=role, subject=sub, now=now)
+
+    base_ms = await baseline(calls)
+    server_args = [py, "-m", "teleconsult.signaling.standalone"]
+    async with _process(server_args, env, "SIGNALING ") as (_server, line):
+        base = line.split()[1]
+        ws = base.replace("http://", "ws://") + "/ws/v1/signaling"
+        agent_args = [py, "-m", "gateway_agent.consult_cli", "consult", "join", "--token", tok(Role.AGENT, "gw-bench")]
+        agent_args += ["--server", base, "--no-camera", "--no-ice-servers", "--demo-vitals", "0.05"]
+        async with _process(agent_args, env, None) as (agent, _):
+            aio = await agent_calls(ws, tok(Role.DOCTOR, "dr-bench"), calls)
+            cpu_send = await agent_cpu(
+                ws, tok(Role.DOCTOR, "dr-bench"), agent.pid, cpu_seconds, doctor_sends_video=False
+            )
+            cpu_both = await agent_cpu(
+                ws, tok(Role.DOCTOR, "dr-bench"), agent.pid, cpu_seconds, doctor_sends_video=True
+            )
+            br: dict[str, list[float]] = {"first": [], "vitals": [], "via_rvfc": []}
+            if with_browser and shutil.which(CHROMIUM):
+                br = await browser_calls(base, tok(Role.DOCTOR, "dr-bench"), calls)
+    result: dict[str, Any] = {
+        "bench": "call",
+        "calls": calls,
+        "browser_first_frame_p50_ms": _r(pct(br["first"], 50)),
+        "browser_first_frame_p95_ms": _r(pct(br["first"], 95)),
+        "browser_vitals_latency_p50_ms": _r(pct(br["vitals"], 50)),
+        "browser_first_frame_via_rvfc": _r(100 * statistics.fmean(br["via_rvfc"])) if br["via_rvfc"] else None,
+        "agent_first_frame_p50_ms": _r(pct(aio["first"], 50)),
+        "agent_first_frame_p95_ms": _r(pct(aio["first"], 95)),
+        "agent_connected_p50_ms": _r(pct(aio["connected"], 50)),
+        "vitals_latency_p50_ms": _r(pct(aio["vitals"], 50)),
+        "vitals_latency_p95_ms": _r(pct(aio["vitals"], 95)),
+        "agent_cpu_pct": _r(cpu_send),
+        "agent_cpu_pct_sendrecv": _r(cpu_both),
+        "baseline_first_frame_p50_ms": _r(pct(base_ms, 50)),
+        "baseline_first_frame_p95_ms": _r(pct(base_ms, 95)),
+        "cpus": psutil.cpu_count(),
+        "python": platform.python_version(),
+    }
+    b50 = result["baseline_first_frame_p50_ms"]
+    if b50:
+        for name in ("agent_first_frame_p50_ms", "browser_first_frame_p50_ms"):
+            if result[name] is not None:
+                result[name.replace("_p50_ms", "_ratio_to_baseline")] = round(result[name] / b50, 2)
+    result["goals_met"] = {k: (result[k] is not None and result[k] < v) for k, v in GOALS_MS.items()}
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``tbib bench call``; returns the exit code."""
+    parser = argparse.ArgumentParser(prog="tbib bench call", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--calls", type=int, default=20, help="calls per scenario (default 20)")
+    parser.add_argument("--cpu-seconds", type=float, default=5.0, help="CPU sampling window (default 5 s)")
+    parser.add_argument("--no-browser", action="store_true", help="skip the Chromium scenario")
+    parser.add_argument("--json", action="store_true", help="print only the JSON line")
+    args = parser.parse_args(argv)
+    if args.calls < 1:
+        parser.error("--calls must be >= 1")
+    result = asyncio.run(run(args.calls, args.cpu_seconds, not args.no_browser))
+    if not args.json:
+        for k, v in result.items():
+            print(f"{k:36} {v}")
+    print(json.dumps(result, separators=(",", ":")))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
