@@ -10,6 +10,8 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -124,3 +126,17 @@ def login(base_url: str, username: str, password: str = PASSWORD, **extra: Any) 
     assert r.status_code == 200, r.text
     token: str = r.json()["access_token"]
     return token
+
+
+@asynccontextmanager
+async def asgi_client(
+    settings: Settings, *, client: tuple[str, int] = ("127.0.0.1", 50000), app: Any = None
+) -> AsyncIterator[httpx.AsyncClient]:
+    """An httpx client on the app in-process (lifespan run), base URL https://testserver."""
+    from teleconsult.api.app import create_app
+
+    app = app or create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, client=client)
+        async with httpx.AsyncClient(transport=transport, base_url="https://testserver") as c:
+            yield c
