@@ -26,13 +26,12 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
-from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import MediaStreamError
 from aiortc.sdp import candidate_from_sdp
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from gateway_agent.consult_media import LocalMedia, open_media
+from gateway_agent.consult_media import FrameFanout, LocalMedia, open_media
 from gateway_agent.errors import ConsultError
 
 log = logging.getLogger(__name__)
@@ -127,7 +126,7 @@ class ConsultAgent:
         self.seat: str | None = None
         self.pc: RTCPeerConnection | None = None
         self._media: LocalMedia | None = None
-        self._relay = MediaRelay()
+        self._fanouts: dict[str, FrameFanout] = {}
         self._ws: ClientConnection | None = None
         self._seq = 0
         self._ice: list[dict[str, Any]] = list(config.ice_servers or [])
@@ -153,6 +152,8 @@ class ConsultAgent:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
             self._media.stop()
+            for fanout in self._fanouts.values():
+                await fanout.aclose()
 
     async def stop(self) -> None:
         """Leave the room (``bye``) and end :meth:`run`."""
@@ -245,8 +246,9 @@ class ConsultAgent:
             if track is None or any(s.track is not None and s.track.kind == track.kind for s in pc.getSenders()):
                 continue
             if any(t.kind == track.kind and t.sender.track is None for t in pc.getTransceivers()):
-                # Through the relay: closing a peer connection stops its tracks, not the camera.
-                pc.addTrack(self._relay.subscribe(track, buffered=False))
+                # Through a fan-out: closing a peer connection stops its tracks, not the camera.
+                fanout = self._fanouts.setdefault(track.kind, FrameFanout(track))
+                pc.addTrack(fanout.subscribe())
         await pc.setLocalDescription(await pc.createAnswer())
         await self._send("answer", to=sender, sdp=pc.localDescription.sdp)
         self.stats.answer_sent_at = time.perf_counter()

@@ -6,6 +6,8 @@ moving bar and a wall clock ``HH:MM:SS.mmm`` drawn with a 5x7 bitmap font, so a 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 from dataclasses import dataclass, field
@@ -17,6 +19,7 @@ import av
 import numpy as np
 from aiortc import MediaStreamTrack, VideoStreamTrack
 from aiortc.contrib.media import MediaPlayer
+from aiortc.mediastreams import MediaStreamError
 
 log = logging.getLogger(__name__)
 
@@ -159,3 +162,80 @@ def open_media(
         media.stop()
         raise
     return media
+
+
+class FrameFanout:
+    """Reads one source track for every peer connection; a new subscriber gets the newest frame at once.
+
+    aiortc's ``MediaRelay(buffered=False)`` makes a new subscriber wait for the source's next frame (up to one frame
+    interval, 33 ms at 30 fps); here the first ``recv`` returns the latest frame, which shortens the time to the first
+    frame of every call. Closing a peer connection stops its subscriber, never the source (the camera).
+    """
+
+    def __init__(self, source: MediaStreamTrack) -> None:
+        self.source = source
+        self._latest: Any = None
+        self._subscribers: set[_FanoutTrack] = set()
+        self._task: asyncio.Task[None] | None = None
+
+    def subscribe(self) -> MediaStreamTrack:
+        """A new track fed from the source."""
+        track = _FanoutTrack(self)
+        if self._latest is not None:
+            track.push(self._latest)
+        self._subscribers.add(track)
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="consult-media-fanout")
+        return track
+
+    def _unsubscribe(self, track: _FanoutTrack) -> None:
+        self._subscribers.discard(track)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                frame = await self.source.recv()
+            except MediaStreamError:
+                frame = None
+            self._latest = frame
+            for track in list(self._subscribers):
+                track.push(frame)
+            if frame is None:
+                return
+
+    async def aclose(self) -> None:
+        """Stop reading the source (the source itself is stopped by :meth:`LocalMedia.stop`)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for track in list(self._subscribers):
+            track.push(None)
+
+
+class _FanoutTrack(MediaStreamTrack):
+    def __init__(self, fanout: FrameFanout) -> None:
+        super().__init__()
+        self.kind = fanout.source.kind
+        self._fanout = fanout
+        self._frame: Any = None
+        self._ended = False
+        self._event = asyncio.Event()
+
+    def push(self, frame: Any) -> None:
+        if frame is None:
+            self._ended = True
+        else:
+            self._frame = frame
+        self._event.set()
+
+    async def recv(self) -> Any:
+        await self._event.wait()
+        self._event.clear()
+        if self._ended or self.readyState != "live":
+            raise MediaStreamError
+        return self._frame
+
+    def stop(self) -> None:
+        super().stop()
+        self._fanout._unsubscribe(self)
