@@ -21,6 +21,7 @@ from devices.sim.world import (
     current_world,
     set_current_world,
     use_world,
+    world_from_spec,
 )
 
 __all__ = [
@@ -54,4 +55,5 @@ __all__ = [
     "set_current_world",
     "use_world",
     "vitals_at",
+    "world_from_spec",
 ]

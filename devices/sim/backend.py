@@ -209,6 +209,8 @@ class SimBleakClient(BaseBleakClient):
             raise BleakDBusError("org.bluez.Error.Failed", [peripheral.faults.connect_error])
         if peripheral.connected or not peripheral.advertising:
             raise TimeoutError(f"connection to {self.address} timed out")
+        if self._task is not None and not self._task.done():
+            self._task.cancel()  # the driver of a previous connection that has not noticed its end yet
         self._peripheral = peripheral
         peripheral.connect(self._world.clock.now())
         self._connected = True
@@ -340,7 +342,14 @@ class SimBleakClient(BaseBleakClient):
 
     # --- driver -----------------------------------------------------------------------------------------------------
     def wake(self) -> None:
-        """Run the peripheral now (after a write, a subscription, or a fault)."""
+        """Run the peripheral now (after a write, a subscription, or a fault).
+
+        A link the peripheral dropped is processed at once: `is_connected` turns False and the disconnected callback
+        runs before the fault-injection call returns, so a test can reconnect right away.
+        """
+        peripheral = self._peripheral
+        if self._connected and peripheral is not None and not peripheral.connected:
+            self._deliver(peripheral)
         self._wake.set()
 
     def _deliver(self, peripheral: SimPeripheral) -> bool:
@@ -362,7 +371,8 @@ class SimBleakClient(BaseBleakClient):
 
     async def _drive(self, peripheral: SimPeripheral) -> None:
         clock = self._world.clock
-        while self._deliver(peripheral):
+        me = asyncio.current_task()
+        while self._task is me and self._deliver(peripheral):
             timer = peripheral.get_timer()
             self._wake.clear()
             delay = None if timer is None else clock.real_delay(timer)
@@ -371,6 +381,22 @@ class SimBleakClient(BaseBleakClient):
                     await asyncio.wait_for(self._wake.wait(), delay)
             else:
                 await asyncio.sleep(0)
-            if not self._connected:
+            if not self._connected or self._task is not me:
                 return
-            peripheral.handle_timer(clock.now())
+            now = clock.now()
+            try:
+                peripheral.handle_timer(now)
+            except Exception:
+                # A bug in a simulated device behaves like a firmware crash: the link drops.
+                logger.exception("simulated device %s failed", peripheral.address)
+                peripheral.drop_link("simulated device fault", now)
+
+
+def bleak_backends(world: SimWorld | None = None) -> tuple[type[SimBleakScanner], type[SimBleakClient]]:
+    """`(scanner_backend, client_backend)` to pass as `backend=` to `BleakScanner` and `BleakClient`.
+
+    With `world`, both are bound to it; without, they use the world current at call time (`use_world`).
+    """
+    if world is None:
+        return SimBleakScanner, SimBleakClient
+    return SimBleakScanner.for_world(world), SimBleakClient.for_world(world)

@@ -66,7 +66,7 @@ class SimWorld:
         start: datetime = DEFAULT_START,
         clock: SimClock | None = None,
         mtu: int = 247,
-        advertising_interval_s: float = 0.05,
+        advertising_interval_s: float = 0.1,
         connect_delay_s: float = 0.01,
         connect_timeout_s: float = 1.0,
     ) -> None:
@@ -225,6 +225,38 @@ class SimWorld:
         client = self._links.get(address.upper())
         if client is not None:
             client.wake()
+
+
+def world_from_spec(spec: str) -> SimWorld:
+    """A world from a one-line spec, e.g. ``"patients=3,scenario=hypoxia,seed=7,speed=60,onset=120,scenario_speed=10"``.
+
+    Keys: patients (int), scenario (name, or names joined by ``+``, one per patient), seed (int), speed (world time
+    factor), onset (scenario onset, simulated seconds), scenario_speed, kinds (device kinds joined by ``+``). Meant for
+    command lines and environment variables (e.g. a gateway's ``--simulate`` option).
+    """
+    fields: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        key, sep, value = part.partition("=")
+        if not sep or not value:
+            raise SimulationError(f"bad simulation spec item {part!r}: expected key=value")
+        fields[key.strip()] = value.strip()
+    unknown = set(fields) - {"patients", "scenario", "seed", "speed", "onset", "scenario_speed", "kinds"}
+    if unknown:
+        raise SimulationError(f"unknown simulation spec keys: {', '.join(sorted(unknown))}")
+    try:
+        patients = int(fields.get("patients", "1"))
+        names = fields.get("scenario", "stable").split("+")
+        return SimWorld.create(
+            patients,
+            names[0] if len(names) == 1 else names,
+            seed=int(fields.get("seed", "0")),
+            speed=float(fields.get("speed", "1")),
+            onset_s=float(fields["onset"]) if "onset" in fields else None,
+            scenario_speed=float(fields["scenario_speed"]) if "scenario_speed" in fields else None,
+            kinds=fields["kinds"].split("+") if "kinds" in fields else ALL_KINDS,
+        )
+    except ValueError as exc:
+        raise SimulationError(f"bad simulation spec {spec!r}: {exc}") from exc
 
 
 _current: list[SimWorld] = []

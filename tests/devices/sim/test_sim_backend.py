@@ -19,7 +19,7 @@ from bleak.exc import BleakDBusError, BleakDeviceNotFoundError, BleakError, Blea
 from bleak_retry_connector import establish_connection
 
 from devices.datetime_field import decode_date_time
-from devices.errors import DecodeError
+from devices.errors import DecodeError, SimulationError
 from devices.gatt import CHARACTERISTICS, decode_characteristic, uuids
 from devices.gatt.blood_pressure import decode_blood_pressure_measurement
 from devices.gatt.cgm import decode_cgm_measurement
@@ -38,8 +38,8 @@ from devices.gatt.racp import (
 )
 from devices.gatt.temperature import decode_temperature_measurement
 from devices.gatt.weight import decode_weight_measurement
-from devices.sim import ALL_KINDS, SimWorld, use_world
-from devices.sim.backend import SimBleakClient, SimBleakScanner
+from devices.sim import ALL_KINDS, SimWorld, use_world, world_from_spec
+from devices.sim.backend import SimBleakClient, SimBleakScanner, bleak_backends
 
 u = uuids.uuid16_to_str
 SPEED = 20.0
@@ -224,12 +224,15 @@ async def test_disconnected_callback_unsolicited_and_requested(world: SimWorld) 
     client = BleakClient(device, lambda c: calls.append(c.address), backend=SimBleakClient)
     await client.connect()
     world.disconnect(device.address)
-    await asyncio.sleep(0.05)
-    assert calls == [device.address]
+    assert calls == [device.address]  # processed before the fault hook returns
     assert not client.is_connected
     with pytest.raises(BleakError):
         await client.read_gatt_char(u(uuids.BATTERY_LEVEL))
-    await client.connect()
+    await client.connect()  # at once: one driver only afterwards
+    beats: list[bytearray] = []
+    await client.start_notify(u(uuids.HEART_RATE_MEASUREMENT), lambda _c, d: beats.append(d))
+    await asyncio.sleep(0.5)
+    assert 0.5 * SPEED * 0.5 <= len(beats) <= 0.5 * SPEED * 1.3
     await client.disconnect()
     assert calls == [device.address, device.address]
 
@@ -337,3 +340,17 @@ async def test_hypoxia_seen_through_the_oximeter_in_seconds() -> None:
                 break
     assert spo2[0] > 90
     assert min(spo2) < 88
+
+
+async def test_world_from_spec_and_bound_backends() -> None:
+    w = world_from_spec("patients=2, scenario=hypoxia+sepsis, seed=9, speed=20, kinds=heart_rate+glucose_meter")
+    assert [p.patient.scenario.name for p in w.patients] == ["hypoxia", "sepsis"]
+    assert len(w.peripherals) == 4
+    scanner_backend, client_backend = bleak_backends(w)
+    found = await BleakScanner.discover(timeout=0.15, backend=scanner_backend)
+    assert len(found) == 4
+    async with BleakClient(found[0].address, backend=client_backend) as client:
+        assert client.is_connected
+    for bad in ("patients", "patients=x", "colour=blue", "scenario=zombie"):
+        with pytest.raises(SimulationError):
+            world_from_spec(bad)
