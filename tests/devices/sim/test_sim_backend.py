@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -38,6 +38,7 @@ from devices.gatt.racp import (
 )
 from devices.gatt.temperature import decode_temperature_measurement
 from devices.gatt.weight import decode_weight_measurement
+from devices.readings import to_readings
 from devices.sim import ALL_KINDS, SimWorld, use_world, world_from_spec
 from devices.sim.backend import SimBleakClient, SimBleakScanner, bleak_backends
 
@@ -354,3 +355,57 @@ async def test_world_from_spec_and_bound_backends() -> None:
     for bad in ("patients", "patients=x", "colour=blue", "scenario=zombie"):
         with pytest.raises(SimulationError):
             world_from_spec(bad)
+
+
+SPOT_READINGS = [
+    ("blood_pressure", uuids.BLOOD_PRESSURE_MEASUREMENT, "systolic_bp", lambda v: v.systolic),
+    ("thermometer", uuids.TEMPERATURE_MEASUREMENT, "body_temperature", lambda v: v.body_temperature),
+    ("weight_scale", uuids.WEIGHT_MEASUREMENT, "body_weight", lambda v: v.weight_kg),
+    ("pulse_oximeter", uuids.PLX_SPOT_CHECK_MEASUREMENT, "spo2", lambda v: v.spo2),
+]
+
+
+@pytest.mark.parametrize(("kind", "char", "metric", "truth"), SPOT_READINGS, ids=[r[0] for r in SPOT_READINGS])
+async def test_gateway_pipeline_corrects_device_clock(
+    world: SimWorld, kind: str, char: int, metric: str, truth: Callable[[Any], float]
+) -> None:
+    """Read the device clock, subscribe, decode, normalize: measured_at lands on the true (simulated) instant."""
+    peripheral = world.patients[1].devices[kind]
+    queue: asyncio.Queue[tuple[bytes, datetime]] = asyncio.Queue()
+    async with BleakClient(await _find(world, kind, patient=1), backend=SimBleakClient) as client:
+        device_now = decode_date_time(bytes(await client.read_gatt_char(u(uuids.DATE_TIME)))).to_datetime()
+        assert device_now is not None
+        offset = world.clock.now().replace(tzinfo=None) - device_now  # UTC - device local time (gateway's view)
+        await client.start_notify(u(char), lambda _c, d: queue.put_nowait((bytes(d), world.clock.now())))
+        data, received_at = await asyncio.wait_for(queue.get(), timeout=5.0)
+    readings = to_readings(decode_characteristic(char, data), received_at=received_at, clock_offset=offset)
+    (reading,) = [r for r in readings if r.metric == metric]
+    assert reading.measured_at is not None
+    assert reading.measured_at <= received_at + timedelta(seconds=1)  # Date Time has 1 s resolution
+    true_instant = min(
+        (world.clock.start + SPOT["first_measurement"] + SPOT["interval"] * k for k in range(100)),
+        key=lambda t: abs((t - reading.measured_at).total_seconds()),  # type: ignore[operator]
+    )
+    assert abs((reading.measured_at - true_instant).total_seconds()) <= 2.0
+    vitals = peripheral.patient.vitals(true_instant)
+    assert reading.value == pytest.approx(truth(vitals), abs=1.0)
+
+
+async def test_gateway_pipeline_glucose_records(world: SimWorld) -> None:
+    async with BleakClient(await _find(world, "glucose_meter"), backend=SimBleakClient) as client:
+        data: list[bytes] = []
+        done: asyncio.Queue[bytes] = asyncio.Queue()
+        await client.start_notify(u(uuids.GLUCOSE_MEASUREMENT), lambda _c, d: data.append(bytes(d)))
+        await client.start_notify(RACP, lambda _c, d: done.put_nowait(bytes(d)))
+        await client.write_gatt_char(RACP, encode_racp(report_all_records()), response=True)
+        await asyncio.wait_for(done.get(), timeout=5.0)
+        received_at = world.clock.now()
+    readings = [
+        r
+        for d in data
+        for r in to_readings(decode_characteristic(uuids.GLUCOSE_MEASUREMENT, d), received_at=received_at)
+    ]
+    assert len(readings) == 25
+    assert {r.metric for r in readings} == {"glucose"}
+    assert {r.unit for r in readings} == {"mg/dL"}
+    assert all(40 <= r.value <= 400 for r in readings)
