@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tests.teleconsult.api.helpers import Seeded
+from tests.teleconsult.signaling import matrix_support as consult
 
 CALLERS = ("anonymous", "admin", "doctor", "nurse", "pharmacist", "patient")
 STAFF = frozenset({"admin", "doctor", "nurse", "pharmacist"})
@@ -155,4 +156,15 @@ MATRIX: dict[tuple[str, str], Entry] = {
         care_team(201), body=lambda ctx: {"purpose": "remote_monitoring", "granted": True}
     ),
     ("GET", "/api/v1/patients/{patient_id}/access-log"): Entry(patient_self()),
+    # teleconsultation (issue 8): factories and probe in tests/teleconsult/signaling/matrix_support.py
+    ("POST", "/api/v1/patients/{patient_id}/consultations"): Entry(
+        consult.create_policy, body=consult.consent_and_body
+    ),
+    ("GET", "/api/v1/patients/{patient_id}/consultations"): Entry(care_team()),
+    ("POST", "/api/v1/patients/{patient_id}/consultations/{consultation_id}/join-token"): Entry(
+        consult.join_token_policy, body=consult.join_token_body, params={"consultation_id": consult.consultation_id}
+    ),
+    ("WS", "/ws/v1/signaling"): Entry(public(), ws_probe=consult.signaling_probe),
+    ("GET", "/consult/{page}"): Entry(public(), params={"page": lambda ctx: "patient"}),
+    ("GET", "/consult/static/{name}"): Entry(public(), params={"name": lambda ctx: "call.js"}),
 }
