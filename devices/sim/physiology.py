@@ -13,6 +13,7 @@ respiratory rate (0.6 /min per %), fever raises respiratory rate (2 /min per Cel
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 from dataclasses import dataclass
@@ -34,11 +35,17 @@ def rng(seed: int, *key: object) -> random.Random:
     return random.Random(":".join(map(str, (seed, *key))))  # noqa: S311 - simulation, not security
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def _knot(seed: int, channel: str, k: int) -> float:
+    """Random knot value in [-1, 1] (cached: a pure function of its key)."""
+    return rng(seed, channel, k).uniform(-1.0, 1.0)
+
+
 def value_noise(seed: int, channel: str, t: float, period: float) -> float:
     """Smooth noise in [-1, 1]: cosine interpolation between random knots `period` seconds apart."""
     k = math.floor(t / period)
-    a = rng(seed, channel, k).uniform(-1.0, 1.0)
-    b = rng(seed, channel, k + 1).uniform(-1.0, 1.0)
+    a = _knot(seed, channel, k)
+    b = _knot(seed, channel, k + 1)
     w = (1.0 - math.cos(math.pi * (t / period - k))) / 2.0
     return a + (b - a) * w
 
