@@ -84,7 +84,7 @@ class HeartRateStrap(SimPeripheral):
         """The 0x2A37 value the strap sends at `now`."""
         v = self.patient.vitals(now)
         seconds = self.interval.total_seconds()
-        self.energy_kj += max(0.0, (v.heart_rate - 40.0) * 0.0011) * seconds * 60.0 / 60.0
+        self.energy_kj += (0.02 + max(0.0, v.heart_rate - 40.0) * 0.001) * seconds  # kJ/s: ~220 kJ/h at 80 /min
         self._count += 1
         contact = v.hr_strap_contact
         rr: tuple[int, ...] = ()

@@ -179,6 +179,24 @@ class _RacpClient:
         return await asyncio.wait_for(self.responses.get(), timeout=5.0)
 
 
+async def test_service_filter_and_cccd(world: SimWorld) -> None:
+    device = await _find(world, "heart_rate")
+    hrs = u(uuids.HEART_RATE_SERVICE)
+    async with BleakClient(device, services=[hrs], backend=SimBleakClient) as client:
+        assert [s.uuid for s in client.services] == [hrs]
+        char = client.services.get_characteristic(u(uuids.HEART_RATE_MEASUREMENT))
+        assert char is not None
+        cccd = char.get_descriptor(u(uuids.CLIENT_CHARACTERISTIC_CONFIGURATION))
+        assert cccd is not None
+        assert await client.read_gatt_descriptor(cccd.handle) == b"\x00\x00"
+        await client.start_notify(char, lambda _c, _d: None)
+        assert await client.read_gatt_descriptor(cccd.handle) == b"\x01\x00"
+        await client.stop_notify(char)
+        assert await client.read_gatt_descriptor(cccd.handle) == b"\x00\x00"
+        with pytest.raises(BleakError):
+            await client.start_notify(u(uuids.BODY_SENSOR_LOCATION), lambda _c, _d: None)
+
+
 async def test_racp_download_all_then_from_n(world: SimWorld) -> None:
     async with BleakClient(await _find(world, "glucose_meter"), backend=SimBleakClient) as client:
         racp = _RacpClient(client)
