@@ -1,12 +1,47 @@
-"""`tbib bench`: benchmarks (ingest, alerts, call, gateway)."""
+"""`tbib bench`: benchmarks (ingest, gateway, alerts, call).
+
+Each subcommand hands its remaining arguments to ``<module>.main(argv) -> int`` (imported lazily, so that a missing
+extra only breaks its own benchmark). The last stdout line of a benchmark run with ``--json`` is one JSON object.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import argparse
+import importlib
+import sys
+from typing import Any, Final
 
-from teleconsult.cli.common import add_stub
+#: subcommand -> (module with ``main(argv) -> int``, help)
+BENCHMARKS: Final[dict[str, tuple[str, str]]] = {
+    "ingest": ("teleconsult.bench.ingest", "MQTT -> TimescaleDB ingest throughput, vs raw COPY and naive INSERT"),
+    "gateway": ("gateway_agent.bench", "gateway agent: BLE notifications -> outbox -> MQTT"),
+    "alerts": ("teleconsult.bench.alerts", "alert engine throughput and latency"),
+    "call": ("teleconsult.bench.call", "teleconsultation call setup and vitals latency"),
+}
 
 
 def add_parser(sub: Any) -> None:
-    """Register `tbib bench`."""
-    add_stub(sub, "bench", "benchmarks (ingest, alerts, call, gateway)", 5)
+    """Register `tbib bench` and its subcommands."""
+    parser: argparse.ArgumentParser = sub.add_parser(
+        "bench", help="benchmarks (ingest, gateway, alerts, call)", description=__doc__
+    )
+    bsub = parser.add_subparsers(dest="bench", metavar="BENCHMARK", required=True)
+    for name, (module, help_text) in BENCHMARKS.items():
+        p = bsub.add_parser(name, help=help_text, add_help=False, prefix_chars="\0")
+        p.add_argument("rest", nargs=argparse.REMAINDER, help="arguments of the benchmark (see --help)")
+        p.set_defaults(func=_runner(name, module))
+
+
+def _runner(name: str, module_name: str) -> Any:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name is not None and module_name.startswith(exc.name):
+                print(f"tbib bench {name}: not implemented yet", file=sys.stderr)
+                return 2
+            raise
+        code: int = module.main(list(args.rest))
+        return code
+
+    return run

@@ -6,7 +6,6 @@ Both must end with every sent reading stored exactly once (id sets compared).
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import threading
 import time
 import uuid
@@ -71,7 +70,6 @@ def assert_exactly_once(dsn: str, gateway_id: str, sent: set[str], before: set[s
     assert set(ids) == sent
 
 
-@pytest.mark.skipif(importlib.util.find_spec("devices.codes") is None, reason="devices/codes.py not there yet")
 def test_kill_9_worker_then_restart_loses_and_duplicates_nothing(
     gateways: Gateways, mqtt_url: str, publisher: Publisher
 ) -> None:
