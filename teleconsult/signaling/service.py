@@ -68,7 +68,8 @@ class SignalingService:
         self._outboxes: dict[ConnId, _Outbox] = {}
         self._timer_task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
-        self._record_tasks: set[asyncio.Task[None]] = set()
+        self._records: asyncio.Queue[Record] = asyncio.Queue()
+        self._record_task: asyncio.Task[None] | None = None
 
     async def serve(self, ws: WebSocket) -> None:
         """Handle one websocket until it closes."""
@@ -133,14 +134,21 @@ class SignalingService:
         )
         if self.on_record is None:
             return
-        task = asyncio.create_task(self.on_record(record))
-        self._record_tasks.add(task)
-        task.add_done_callback(self._record_done)
+        self._records.put_nowait(record)
+        if self._record_task is None or self._record_task.done():
+            self._record_task = asyncio.create_task(self._record_loop(), name="signaling-record")
 
-    def _record_done(self, task: asyncio.Task[None]) -> None:
-        self._record_tasks.discard(task)
-        if not task.cancelled() and (exc := task.exception()) is not None:
-            log.error("storing a consultation record event failed: %r", exc)
+    async def _record_loop(self) -> None:
+        """One writer, in order: the record's events keep the room's order."""
+        assert self.on_record is not None
+        while True:
+            record = await self._records.get()
+            try:
+                await self.on_record(record)
+            except Exception:
+                log.exception("storing consultation event %s of %s failed", record.kind.value, record.consultation_id)
+            finally:
+                self._records.task_done()
 
     def _ensure_timer(self) -> None:
         if self._timer_task is None or self._timer_task.done():
@@ -166,5 +174,9 @@ class SignalingService:
         for outbox in list(self._outboxes.values()):
             with contextlib.suppress(RuntimeError, OSError):
                 await outbox.ws.close(1001, "server shutting down")
-        if self._record_tasks:
-            await asyncio.gather(*self._record_tasks, return_exceptions=True)
+        if self._record_task is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._records.join(), 5)
+            self._record_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._record_task
