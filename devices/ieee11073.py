@@ -262,3 +262,8 @@ def sfloat_to_bytes(value: Number | Special | float, exponent: int | None = None
 def float_to_bytes(value: Number | Special | float, exponent: int | None = None) -> bytes:
     """The four wire bytes of a FLOAT."""
     return _U32.pack(encode_float(value, exponent))
+
+
+#: Aliases: one value type serves both widths (the encoder chosen decides the wire size).
+SFloat = Number
+Float11073 = Number
