@@ -203,6 +203,7 @@ async def login(
             await conn.execute(
                 "insert into login_failures (client_addr, username, at) values (%s, %s, %s)", (client_addr, name, now)
             )
+            await prune_login_failures(conn, window_start)
             if acct is not None:
                 recent = acct[6] is not None and acct[6] > window_start
                 failed = (acct[5] if recent else 0) + 1
