@@ -54,9 +54,8 @@ def add_parser(sub: Any) -> None:
 
 def parse_hex(text: str) -> bytes:
     """Bytes of ``"06 48"``, ``"06:48"``, ``"0x0648"`` (case-insensitive); ``ValueError`` otherwise."""
-    cleaned = _SEPARATORS.sub("", text)
-    if cleaned[:2].lower() == "0x":
-        cleaned = cleaned[2:]
+    tokens = _SEPARATORS.split(text)
+    cleaned = "".join(t[2:] if t[:2].lower() == "0x" else t for t in tokens)
     if len(cleaned) % 2:
         raise ValueError(f"odd number of hex digits in {text!r}")
     try:
@@ -102,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
         except UnknownCharacteristicError as exc:
             return _fail(f"{exc} (known: {', '.join(sorted(_known()))})", 2)
     try:
-        data = parse_hex("".join(args.hex))
+        data = parse_hex(" ".join(args.hex))
     except ValueError as exc:
         return _fail(str(exc), 1)
     if args.received_at:

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from devices.cli import parse_hex
 from teleconsult.cli.main import main
 
 TBIB = Path(sys.executable).with_name("tbib")
@@ -192,3 +193,19 @@ def test_errors(args: tuple[str, str], code: int, fragment: str, capsys: pytest.
     assert captured.out == ""
     assert len(captured.err.strip().splitlines()) == 1
     assert fragment in captured.err
+
+
+@pytest.mark.parametrize("text", ["65F0", "65 f0", "65:F0", "0x65F0", "0x65 0xF0", "65-F0"])
+def test_parse_hex(text: str) -> None:
+    assert parse_hex(text) == b"\x65\xf0"
+
+
+@pytest.mark.parametrize("text", ["6", "zz", "0x6", "65 F"])
+def test_parse_hex_errors(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_hex(text)
+
+
+def test_hex_in_several_arguments() -> None:
+    assert decoded("2A37", "06", "48")["heart_rate"] == 72
+    assert decoded("sfloat", "0x65", "0xF0")["value"] == 10.1
