@@ -2,19 +2,24 @@
 
 One :class:`SignalingService` per process. Each accepted websocket gets a connection id and a writer task draining an
 outbound queue (a slow peer never blocks the room); a timer task calls ``handle_timer`` at ``get_timer()``. Consultation
-record events (:class:`~teleconsult.signaling.rooms.Record`) go to the ``on_record`` callback (store and audit).
+record events (:class:`~teleconsult.signaling.rooms.Record`) go to the ``on_record`` callback (store and audit), in
+order, from one writer task.
+
+With an ``input_log`` (:class:`~teleconsult.signaling.pgbus.PgInputLog`) the inputs of every node go through
+PostgreSQL first and every node applies all of them in the same order (see :mod:`.pgbus`); without one, inputs are
+applied at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import json
 import logging
+import secrets
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
@@ -28,6 +33,14 @@ MAX_QUEUED_FRAMES: Final = 256
 
 Clock = Callable[[], datetime]
 RecordSink = Callable[[Record], Coroutine[Any, Any, None]]
+
+
+class InputLog(Protocol):
+    """An ordered log of inputs shared by the nodes (PostgreSQL LISTEN/NOTIFY)."""
+
+    async def start(self, on_input: Callable[[dict[str, Any]], None], on_lost: Callable[[], None]) -> None: ...
+    async def publish(self, message: dict[str, Any]) -> None: ...
+    async def aclose(self) -> None: ...
 
 
 def utc_now() -> datetime:
@@ -60,27 +73,86 @@ class _Outbox:
 class SignalingService:
     """Runs a :class:`SignalingCore` behind websockets."""
 
-    def __init__(self, config: SignalingConfig, *, clock: Clock = utc_now, on_record: RecordSink | None = None) -> None:
+    def __init__(
+        self,
+        config: SignalingConfig,
+        *,
+        clock: Clock = utc_now,
+        on_record: RecordSink | None = None,
+        input_log: InputLog | None = None,
+    ) -> None:
         self.core = SignalingCore(config)
         self.clock = clock
         self.on_record = on_record
-        self._ids = itertools.count(1)
+        self.input_log = input_log
+        self.node_id = secrets.token_hex(6)
+        self._started = input_log is None
+        self._timer_published: datetime | None = None
         self._outboxes: dict[ConnId, _Outbox] = {}
         self._timer_task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._records: asyncio.Queue[Record] = asyncio.Queue()
         self._record_task: asyncio.Task[None] | None = None
 
+    async def start(self) -> None:
+        """Join the shared input log (no-op without one). Call before serving."""
+        if self.input_log is not None and not self._started:
+            await self.input_log.start(self._apply, self._log_lost)
+            self._started = True
+
+    def _log_lost(self) -> None:
+        for outbox in self._outboxes.values():
+            outbox.closing = True
+            with contextlib.suppress(asyncio.QueueFull):
+                outbox.queue.put_nowait((1011, "signaling unavailable"))
+
+    async def _input(self, kind: str, conn: ConnId | None, raw: str | bytes | None = None) -> None:
+        """Apply an input here, or publish it for every node (ourselves included)."""
+        now = self.clock()
+        if self.input_log is None:
+            self._apply_local(kind, conn, raw, now, own=True)
+            return
+        message: dict[str, Any] = {"n": self.node_id, "k": kind, "c": conn, "t": now.isoformat()}
+        if isinstance(raw, bytes):
+            message["b"] = raw.hex()
+        elif raw is not None:
+            message["r"] = raw
+        await self.input_log.publish(message)
+
+    def _apply(self, message: dict[str, Any]) -> None:
+        """An input from the shared log."""
+        raw: str | bytes | None = message.get("r")
+        if "b" in message:
+            raw = bytes.fromhex(message["b"])
+        now = datetime.fromisoformat(message["t"])
+        self._apply_local(message["k"], message.get("c"), raw, now, own=message.get("n") == self.node_id)
+
+    def _apply_local(
+        self, kind: str, conn: ConnId | None, raw: str | bytes | None, now: datetime, *, own: bool
+    ) -> None:
+        if kind == "timer":
+            out = self.core.handle_timer(now)
+        elif conn is None:
+            return
+        elif kind == "connect":
+            out = self.core.connect(conn, now)
+        elif kind == "receive":
+            out = self.core.receive(conn, raw if raw is not None else b"", now)
+        else:
+            out = self.core.disconnect(conn, now)
+        self._dispatch(out, own=own)
+
     async def serve(self, ws: WebSocket) -> None:
         """Handle one websocket until it closes."""
+        await self.start()
         await ws.accept()
         self._ensure_timer()
-        conn = next(self._ids)
+        conn = secrets.randbits(52)  # unique across nodes, exact in JSON numbers
         outbox = _Outbox(ws)
         self._outboxes[conn] = outbox
         writer = asyncio.create_task(outbox.run(), name=f"signaling-writer-{conn}")
         try:
-            self._dispatch(self.core.connect(conn, self.clock()))
+            await self._input("connect", conn)
             while not writer.done():
                 message = await ws.receive()
                 if message["type"] == "websocket.disconnect":
@@ -88,12 +160,13 @@ class SignalingService:
                 raw = message.get("text")
                 if raw is None:
                     raw = message.get("bytes") or b""
-                self._dispatch(self.core.receive(conn, raw, self.clock()))
+                await self._input("receive", conn, raw)
         except (WebSocketDisconnect, RuntimeError, OSError) as exc:
             log.debug("signaling connection %s ended: %r", conn, exc)
         finally:
             self._outboxes.pop(conn, None)
-            self._dispatch(self.core.disconnect(conn, self.clock()))
+            with contextlib.suppress(OSError, RuntimeError):
+                await self._input("disconnect", conn)
             if not writer.done():
                 writer.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -102,10 +175,11 @@ class SignalingService:
                 with contextlib.suppress(RuntimeError, OSError):
                     await ws.close()
 
-    def _dispatch(self, out: list[Outgoing]) -> None:
+    def _dispatch(self, out: list[Outgoing], *, own: bool = True) -> None:
         for action in out:
             if isinstance(action, Record):
-                self._record(action)
+                if own:
+                    self._record(action)
                 continue
             outbox = self._outboxes.get(action.conn)
             if outbox is None or outbox.closing:
@@ -158,12 +232,24 @@ class SignalingService:
         while True:
             self._wake.clear()
             deadline = self.core.get_timer()
-            timeout = None if deadline is None else max(0.0, (deadline - self.clock()).total_seconds())
+            now = self.clock()
+            if deadline is None:
+                timeout: float | None = None
+            elif deadline == self._timer_published:  # published, not yet applied: re-publish after 1 s if lost
+                timeout = 1.0
+            else:
+                timeout = max(0.0, (deadline - now).total_seconds())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
             now = self.clock()
-            if (deadline := self.core.get_timer()) is not None and deadline <= now:
+            if (deadline := self.core.get_timer()) is None or deadline > now:
+                continue
+            if self.input_log is None:
                 self._dispatch(self.core.handle_timer(now))
+            elif not self._wake.is_set():  # every node may publish a timer input: applying it twice is harmless
+                self._timer_published = deadline
+                with contextlib.suppress(OSError, RuntimeError):
+                    await self._input("timer", None)
 
     async def aclose(self) -> None:
         """Stop the timer and close every websocket (server shutdown)."""
@@ -174,6 +260,8 @@ class SignalingService:
         for outbox in list(self._outboxes.values()):
             with contextlib.suppress(RuntimeError, OSError):
                 await outbox.ws.close(1001, "server shutting down")
+        if self.input_log is not None:
+            await self.input_log.aclose()
         if self._record_task is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._records.join(), 5)

@@ -35,6 +35,7 @@ async def running(service: SignalingService, *, host: str = "127.0.0.1", port: i
         build_app(service), host=host, port=port, log_level=logging.WARNING, lifespan="off", ws="websockets-sansio"
     )
     server = uvicorn.Server(config)
+    await service.start()
     task = asyncio.create_task(server.serve())
     try:
         while not server.started:
@@ -54,6 +55,7 @@ async def running(service: SignalingService, *, host: str = "127.0.0.1", port: i
 def main(argv: list[str] | None = None) -> int:
     """``python -m teleconsult.signaling.standalone``: serve signaling only (key from ``TBIB_SIGNALING_KEY``, hex).
 
+    With ``--pg-dsn`` (or ``TBIB_SIGNALING_PG_DSN``) nodes share their inputs through PostgreSQL LISTEN/NOTIFY.
     Prints ``SIGNALING <base url>`` on stdout once listening; runs until SIGTERM/SIGINT.
     """
     import argparse
@@ -62,10 +64,12 @@ def main(argv: list[str] | None = None) -> int:
     import sys
 
     from teleconsult.signaling.core import SignalingConfig
+    from teleconsult.signaling.pgbus import PgInputLog
 
     parser = argparse.ArgumentParser(prog="python -m teleconsult.signaling.standalone")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--pg-dsn", default=os.environ.get("TBIB_SIGNALING_PG_DSN"), help="share rooms across nodes")
     args = parser.parse_args(argv)
     key_hex = os.environ.get("TBIB_SIGNALING_KEY", "")
     try:
@@ -81,7 +85,9 @@ def main(argv: list[str] | None = None) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        async with running(SignalingService(SignalingConfig(token_key=key)), host=args.host, port=args.port) as base:
+        input_log = PgInputLog(args.pg_dsn) if args.pg_dsn else None
+        service = SignalingService(SignalingConfig(token_key=key), input_log=input_log)
+        async with running(service, host=args.host, port=args.port) as base:
             sys.stdout.write(f"SIGNALING {base}\n")
             sys.stdout.flush()
             await stop.wait()

@@ -26,6 +26,7 @@ from teleconsult.security import audit as audit_log
 from teleconsult.settings import Settings
 from teleconsult.signaling import record as consult_record
 from teleconsult.signaling.core import SignalingConfig
+from teleconsult.signaling.pgbus import PgInputLog
 from teleconsult.signaling.rooms import Record
 from teleconsult.signaling.router import pages_router, ws_router
 from teleconsult.signaling.service import SignalingService
@@ -47,6 +48,8 @@ class SignalingExt(BaseModel):
     turn_ttl_s: int = Field(default=7200, ge=60, le=7 * 24 * 3600)
     rate_per_second: float = Field(default=20.0, gt=0)
     rate_burst: float = Field(default=60.0, ge=1)
+    cluster: bool = False
+    """Share rooms between API nodes through PostgreSQL LISTEN/NOTIFY on ``database_url`` (start nodes together)."""
 
 
 def ext_settings(settings: Settings) -> SignalingExt:
@@ -110,7 +113,9 @@ def record_sink(pool: AsyncConnectionPool[Any]) -> Any:
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Create the service on ``app.state.signaling``; close every socket on shutdown."""
     settings: Settings = app.state.settings
-    service = SignalingService(signaling_config(settings), on_record=record_sink(app.state.pool))
+    input_log = PgInputLog(settings.database_url) if ext_settings(settings).cluster else None
+    service = SignalingService(signaling_config(settings), on_record=record_sink(app.state.pool), input_log=input_log)
+    await service.start()
     app.state.signaling = service
     app.state.signaling_token_ttl = timedelta(seconds=ext_settings(settings).token_ttl_s)
     try:
