@@ -113,7 +113,7 @@ class Client:
             self.c.tls_set(ca_certs=str(tls_ca), cert_reqs=ssl.CERT_REQUIRED)
         self.c.on_connect = lambda c, u, f, rc, p: self.connack.put(rc.value)
         self.c.on_subscribe = lambda c, u, mid, rcs, p: self.suback.put([rc.value for rc in rcs])
-        self.c.on_message = lambda c, u, m: self.messages.put((m.topic, m.payload))
+        self.c.on_message = lambda c, u, m: self.messages.put((m.topic, bytes(m.payload)))
         self.c.on_publish = self._on_publish
         self.c.on_disconnect = lambda c, u, f, rc, p: self.disconnected.set()
         self.c.connect("127.0.0.1", port)
