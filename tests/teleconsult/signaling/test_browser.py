@@ -86,3 +86,25 @@ async def test_patient_browser_waits_is_admitted_and_talks_to_the_doctor_browser
     assert await doctor.evaluate("window.tbib.state.errors") == []
     await ctx_doctor.close()
     await ctx_patient.close()
+
+
+async def test_agent_renegotiate_request_gets_a_fresh_call_from_the_browser(
+    signaling_server: Server, browser: Any
+) -> None:
+    agent = ConsultAgent(
+        ConsultConfig(
+            server=signaling_server.ws, token=signaling_server.token(Role.AGENT, "gw-1", cid="c-reneg"), camera=None
+        )
+    )
+    run = asyncio.create_task(agent.run())
+    page = await browser.new_page()
+    token = signaling_server.token(Role.DOCTOR, "dr-1", cid="c-reneg")
+    await page.goto(f"{signaling_server.base}/consult/doctor#token={token}&autoadmit=1&autocall=1&media=none")
+    await wait_for(page, "window.tbib.state.calls.length === 1 && window.tbib.state.calls[0].firstFrameMs")
+    await agent._send("renegotiate-request", reason="test")  # what the agent sends after a reconnect or ICE failure
+    second = await wait_for(page, "window.tbib.state.calls.length === 2 && window.tbib.state.calls[1].firstFrameMs")
+    assert second > 0
+    assert agent.stats.offers == 2
+    await page.close()
+    await agent.stop()
+    assert await asyncio.wait_for(run, 10) == "stopped"
