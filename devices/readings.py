@@ -29,6 +29,7 @@ from typing import Final
 from devices.datetime_field import DateTime
 from devices.gatt.blood_pressure import BloodPressureMeasurement, IntermediateCuffPressure, PulseRateRange
 from devices.gatt.cgm import CgmMeasurement, CgmRecord
+from devices.gatt.current_time import BatteryLevel, CurrentTime
 from devices.gatt.glucose import (
     GlucoseContext,
     GlucoseFeature,
@@ -54,6 +55,8 @@ _NOT_MEASUREMENTS: Final = (
     TemperatureTypeValue,
     WeightScaleFeature,
     DateTime,
+    CurrentTime,
+    BatteryLevel,
 )
 
 

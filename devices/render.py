@@ -13,6 +13,7 @@ from typing import Any
 from devices.datetime_field import DateTime
 from devices.gatt.blood_pressure import BloodPressureMeasurement, IntermediateCuffPressure
 from devices.gatt.cgm import CgmMeasurement, CgmRecord
+from devices.gatt.current_time import BatteryLevel, CurrentTime
 from devices.gatt.glucose import (
     GlucoseContext,
     GlucoseFeature,
@@ -264,6 +265,13 @@ _RENDERERS: dict[type, Callable[[Any], Json]] = {
     CgmMeasurement: lambda m: {"records": [_cgm_record(r) for r in m.records]},
     RacpMessage: _racp,
     DateTime: lambda d: d.to_json() | {"known": d.is_known},
+    CurrentTime: lambda c: {
+        "date_time": c.date_time.to_json(),
+        "day_of_week": c.day_of_week,
+        "fractions256": c.fractions256,
+        "adjust_reason": c.adjust_reason,
+    },
+    BatteryLevel: lambda b: {"battery_level": b.percent},
 }
 
 

@@ -14,7 +14,18 @@ from typing import Any
 
 from devices import datetime_field
 from devices.errors import UnknownCharacteristicError
-from devices.gatt import blood_pressure, cgm, glucose, heart_rate, plx, racp, temperature, uuids, weight
+from devices.gatt import (
+    blood_pressure,
+    cgm,
+    current_time,
+    glucose,
+    heart_rate,
+    plx,
+    racp,
+    temperature,
+    uuids,
+    weight,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +132,20 @@ def _codecs() -> dict[int, CharacteristicCodec]:
         (u.GLUCOSE_FEATURE, "glucose_feature", glucose.decode_glucose_feature, glucose.encode_glucose_feature, False),
         (u.CGM_MEASUREMENT, "cgm_measurement", cgm.decode_cgm_measurement, cgm.encode_cgm_measurement, True),
         (u.RECORD_ACCESS_CONTROL_POINT, "record_access_control_point", racp.decode_racp, racp.encode_racp, False),
+        (
+            u.CURRENT_TIME,
+            "current_time",
+            current_time.decode_current_time,
+            current_time.encode_current_time,
+            False,
+        ),
+        (
+            u.BATTERY_LEVEL,
+            "battery_level",
+            current_time.decode_battery_level,
+            current_time.encode_battery_level,
+            False,
+        ),
     ]
     return {uuid16: CharacteristicCodec(uuid16, name, dec, enc, meas) for uuid16, name, dec, enc, meas in table}
 

@@ -13,6 +13,7 @@ from devices.gatt.blood_pressure import (
     PulseRateRange,
 )
 from devices.gatt.cgm import CgmMeasurement, CgmRecord
+from devices.gatt.current_time import BatteryLevel, CurrentTime
 from devices.gatt.glucose import (
     GlucoseContext,
     GlucoseFeature,
@@ -255,3 +256,7 @@ def racp_messages(draw: st.DrawFn) -> RacpMessage:
         return RacpMessage(OpCode.NUMBER_OF_STORED_RECORDS_RESPONSE, draw(u8), count=draw(st.integers(0, 0xFFFFFFFF)))
     op = draw(st.integers(9, 255) | st.just(0))
     return RacpMessage(op, draw(u8), operand=draw(st.binary(max_size=8)))
+
+
+current_times = st.builds(CurrentTime, date_times, u8, u8, u8)
+battery_levels = st.builds(BatteryLevel, u8)

@@ -40,6 +40,8 @@ VALID: dict[int, st.SearchStrategy[Any]] = {
     0x2A51: S.glucose_features,
     0x2AA7: S.cgm_measurements,
     0x2A52: S.racp_messages(),
+    0x2A2B: S.current_times,
+    0x2A19: S.battery_levels,
 }
 
 
