@@ -16,21 +16,35 @@ export function fragmentParams() {
   return new URLSearchParams(location.hash.replace(/^#/, ""));
 }
 
+// Close codes after which rejoining makes no sense: normal, policy violation, replaced, denied, ended.
+const FINAL_CLOSE_CODES = new Set([1000, 1008, 4000, 4003, 4004]);
+
 export class Signaling extends EventTarget {
-  constructor(url = signalingUrl()) {
+  // With `reconnect`, a dropped socket is reopened and the seat reclaimed with the same token within the server's
+  // grace period; listeners stay attached and get `joined` with `resumed: true`.
+  constructor(url = signalingUrl(), { reconnect = true } = {}) {
     super();
     this.url = url;
     this.seq = 0;
     this.ws = null;
     this.joined = null;
+    this.token = null;
+    this.reconnect = reconnect;
+    this.closedByUs = false;
   }
 
   connect() {
     return new Promise((resolve, reject) => {
       const ws = new WebSocket(this.url);
       this.ws = ws;
+      this.seq = 0;
       ws.onerror = () => reject(new Error(`cannot reach ${this.url}`));
-      ws.onclose = (ev) => this.dispatchEvent(new CustomEvent("close", { detail: { code: ev.code, reason: ev.reason } }));
+      ws.onclose = (ev) => {
+        this.dispatchEvent(new CustomEvent("close", { detail: { code: ev.code, reason: ev.reason } }));
+        if (this.reconnect && this.token && !this.closedByUs && !FINAL_CLOSE_CODES.has(ev.code)) {
+          setTimeout(() => this._rejoin(1), 250);
+        }
+      };
       ws.onmessage = (ev) => {
         let frame;
         try { frame = JSON.parse(ev.data); } catch { return; }
@@ -40,6 +54,15 @@ export class Signaling extends EventTarget {
         this.dispatchEvent(new CustomEvent("frame", { detail: frame }));
       };
     });
+  }
+
+  async _rejoin(attempt) {
+    try {
+      await this.connect();
+      this.send("join", { token: this.token });
+    } catch {
+      if (attempt < 8) setTimeout(() => this._rejoin(attempt + 1), Math.min(250 * 2 ** attempt, 5000));
+    }
   }
 
   send(type, fields = {}) {
@@ -69,11 +92,12 @@ export class Signaling extends EventTarget {
       this.addEventListener("lobby", onLobby);
       this.addEventListener("error", onError);
       this.addEventListener("deny", onDeny);
+      this.token = token;
       this.send("join", { token });
     });
   }
 
-  close() { if (this.ws) this.ws.close(1000, "bye"); }
+  close() { this.closedByUs = true; if (this.ws) this.ws.close(1000, "bye"); }
 }
 
 // One RTCPeerConnection towards one remote seat, with the perfect-negotiation pattern.

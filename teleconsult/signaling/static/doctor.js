@@ -107,6 +107,15 @@ async function main() {
     if (!f.temporary) { delete state.peers[f.seat]; hangup(); }
   });
   sig.on("error", (f) => state.errors.push(`${f.code}: ${f.detail}`));
+  sig.on("joined", (f) => {
+    if (!f.resumed || !state.joined) return;
+    state.resumed = (state.resumed || 0) + 1;
+    setStatus("back in the room");
+    // Our socket dropped: the agent cannot restart ICE, so call again; a browser patient gets an ICE restart.
+    if (session && !session.closed) {
+      if ((state.peers[session.peer] || {}).role === "agent") startCall(session.peer); else session.restartIce();
+    }
+  });
   sig.on("close", () => setStatus("signaling closed"));
   state.joined = await sig.join(token);
   for (const p of state.joined.peers) state.peers[p.seat] = { role: p.role, connected: p.connected };

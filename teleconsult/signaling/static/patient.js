@@ -41,6 +41,10 @@ async function main() {
   sig.on("bye", (f) => { setStatus(`call ended: ${f.reason}`); if (session) session.close(); });
   sig.on("error", (f) => state.errors.push(`${f.code}: ${f.detail}`));
   sig.on("offer", (f) => { if (!session || session.closed || session.peer !== f.from) openSession(f.from); });
+  sig.on("joined", (f) => {
+    // Our socket dropped and we got our seat back: ask the doctor for a new negotiation (ICE restart).
+    if (f.resumed && state.joined) sig.send("renegotiate-request", { to: "doctor", reason: "patient reconnected" });
+  });
   sig.on("peer-left", (f) => { if (!f.temporary && session && session.peer === f.seat) session.close(); });
   state.joined = await sig.join(token);
   setStatus("connected: the doctor will call you");

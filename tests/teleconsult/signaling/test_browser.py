@@ -108,3 +108,21 @@ async def test_agent_renegotiate_request_gets_a_fresh_call_from_the_browser(
     await page.close()
     await agent.stop()
     assert await asyncio.wait_for(run, 10) == "stopped"
+
+
+async def test_doctor_socket_drop_rejoins_within_grace_and_calls_again(signaling_server: Server, browser: Any) -> None:
+    agent_token = signaling_server.token(Role.AGENT, "gw-1", cid="c-drop")
+    agent = ConsultAgent(ConsultConfig(server=signaling_server.ws, token=agent_token, camera=None))
+    run = asyncio.create_task(agent.run())
+    page = await browser.new_page()
+    token = signaling_server.token(Role.DOCTOR, "dr-1", cid="c-drop")
+    await page.goto(f"{signaling_server.base}/consult/doctor#token={token}&autoadmit=1&autocall=1&media=none")
+    await wait_for(page, "window.tbib.state.calls.length === 1 && window.tbib.state.calls[0].firstFrameMs")
+    await page.evaluate("window.tbib.signaling.ws.close(4999, 'network glitch')")  # not a final close code
+    await wait_for(page, "window.tbib.state.resumed === 1")
+    second = await wait_for(page, "window.tbib.state.calls.length === 2 && window.tbib.state.calls[1].firstFrameMs")
+    assert second > 0
+    assert await page.evaluate("window.tbib.state.errors") == []
+    await page.close()
+    await agent.stop()
+    assert await asyncio.wait_for(run, 10) == "stopped"
