@@ -236,3 +236,33 @@ def test_tls_listener_with_development_ca(seeded: Seeded, broker: Broker, pki_di
     assert c.rc == 0
     assert c.publish("tbib/v1/gw/gw-tls/status", b"online") in (0, 16)  # 16: accepted, no matching subscribers
     c.close()
+
+
+def test_gateway_side_enrolment(
+    seeded: Seeded, broker: Broker, pki_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """`tbib pki enroll-gateway` on the server, then `tbib gateway enroll` on the gateway with the printed secret."""
+    import io
+    import sys
+
+    from gateway_agent.config import load_config
+
+    secret = _enroll(seeded, broker, "gw-home", capsys)
+    time.sleep(0.3)
+    creds, cfg = tmp_path / "credentials.toml", tmp_path / "gateway.toml"
+    url = f"mqtts://127.0.0.1:{broker.tls_port}"
+    args = ["gateway", "enroll", "gw-home", "--broker-url", url, "--ca-file", str(pki_dir / "ca.crt"),
+            "--credentials-file", str(creds), "--config", str(cfg), "--secret-stdin"]  # fmt: skip
+    monkeypatch.setattr(sys, "stdin", io.StringIO("not-the-secret\n"))
+    assert tbib(args) == 1
+    assert "refused the credentials" in capsys.readouterr().err
+    assert not creds.exists()
+    monkeypatch.setattr(sys, "stdin", io.StringIO(secret + "\n"))
+    assert tbib(args) == 0
+    assert "accepted by the broker" in capsys.readouterr().out
+    assert creds.stat().st_mode & 0o077 == 0
+    settings = load_config(cfg)
+    assert settings.gateway_id == "gw-home"
+    assert settings.credentials() is not None
+    assert settings.credentials().password == secret  # type: ignore[union-attr]
