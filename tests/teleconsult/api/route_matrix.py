@@ -116,6 +116,22 @@ def _refresh_body(ctx: Ctx) -> dict[str, str]:
     return {"refresh_token": r.json()["refresh_token"]}
 
 
+def _dashboard_feed_probe(ctx: Ctx, url: str, token: str | None, patient_id: uuid.UUID) -> int:
+    """/ws/v1/patients (issue 9): 200 when the hello frame arrives, 401 without credentials, 403 when refused."""
+    import json
+
+    from websockets.exceptions import WebSocketException
+    from websockets.sync.client import connect
+
+    try:
+        with connect(url if token is None else f"{url}?token={token}", open_timeout=10) as ws:
+            if token is None:
+                ws.send(json.dumps({"type": "auth", "token": "not-a-token"}))
+            return 200 if json.loads(ws.recv(timeout=10)).get("type") == "hello" else 500
+    except WebSocketException:
+        return 401 if token is None else 403
+
+
 MATRIX: dict[tuple[str, str], Entry] = {
     # infrastructure
     ("GET", "/healthz"): Entry(public()),
@@ -167,4 +183,24 @@ MATRIX: dict[tuple[str, str], Entry] = {
     ("WS", "/ws/v1/signaling"): Entry(public(), ws_probe=consult.signaling_probe),
     ("GET", "/consult/{page}"): Entry(public(), params={"page": lambda ctx: "patient"}),
     ("GET", "/consult/static/{name}"): Entry(public(), params={"name": lambda ctx: "call.js"}),
+    # dashboard and clinician patient views (issue 9)
+    ("GET", "/"): Entry(public()),
+    ("GET", "/app/{path:path}"): Entry(public(), params={"path": lambda ctx: "js/app.js"}),
+    ("GET", "/vendor/uplot/{name}"): Entry(public(), params={"name": lambda ctx: "uPlot.min.css"}),
+    ("WS", "/ws/v1/patients"): Entry(staff_only(), ws_probe=_dashboard_feed_probe),
+    ("GET", "/api/v1/patients"): Entry(staff_only()),
+    ("GET", "/api/v1/patients/alerts"): Entry(staff_only()),
+    ("GET", "/api/v1/patients/{patient_id}"): Entry(care_team()),
+    ("GET", "/api/v1/patients/{patient_id}/alerts"): Entry(care_team()),
+    ("GET", "/api/v1/patients/{patient_id}/history"): Entry(care_team(), query=lambda ctx: {"metric": "spo2"}),
+    ("GET", "/api/v1/patients/{patient_id}/summary"): Entry(care_team()),
+    ("GET", "/api/v1/patients/{patient_id}/readings.csv"): Entry(care_team()),
+    ("PUT", "/api/v1/patients/{patient_id}/consultation-notes/{consultation_id}"): Entry(
+        lambda caller, assigned: 401 if caller == "anonymous" else (200 if assigned and caller in STAFF else 403),
+        body=lambda ctx: {"text": "Patient stable."},
+        params={"consultation_id": consult.consultation_id},
+    ),
+    ("GET", "/api/v1/patients/{patient_id}/consultation-notes/{consultation_id}"): Entry(
+        care_team(), params={"consultation_id": consult.consultation_id}
+    ),
 }

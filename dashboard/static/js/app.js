@@ -1,0 +1,170 @@
+// tbib dashboard entry: session, hash router (#/patients, #/alerts, #/patient/<id>, #/consult/<id>), live feed,
+// connection state. window.tbib exposes state and metrics for tests and benchmarks.
+import { login, logout, me } from "./api.js";
+import { ConsultView } from "./consult.js";
+import { initialLang, onLangChange, setLang, t, translateDom } from "./i18n.js";
+import { Inbox, beep, notify } from "./inbox.js";
+import { LiveFeed } from "./live.js";
+import { PatientPage } from "./patient.js";
+import { PatientList } from "./patients.js";
+import { DashboardState } from "./state.js";
+
+const $ = (id) => document.getElementById(id);
+const main = $("main");
+const state = new DashboardState();
+const feed = new LiveFeed();
+let view = null;
+let user = null;
+const metrics = { navStart: performance.timeOrigin, listInteractiveMs: null, connectionStates: [] };
+
+window.tbib = { state, feed, metrics, get view() { return view; }, get user() { return user; } };
+
+function announce(text) { $("announce").textContent = text; }
+
+function showConnection(detail) {
+  const el = $("conn");
+  const s = detail.state;
+  el.dataset.state = s;
+  let text = t(`conn.${s}`);
+  if (s === "reconnecting" && detail.retryInMs !== undefined) text = t("conn.retry", { s: Math.ceil(detail.retryInMs / 1000) });
+  el.textContent = text;
+  metrics.connectionStates.push({ state: s, at: Date.now() });
+}
+
+function updateAlertCount() {
+  const n = [...state.alerts.values()].filter((a) => a.state === "open").length;
+  $("alert-count").textContent = n ? String(n) : "";
+  $("alert-count").title = t("alerts.open_count", { n });
+  document.title = n ? `(${n}) ${t("title")}` : t("title");
+}
+
+function setView(next) {
+  if (view && view.destroy) view.destroy();
+  view = next;
+}
+
+async function route() {
+  if (!user) return;
+  const [, name, id] = (location.hash || "#/patients").split("/");
+  main.replaceChildren();
+  main.className = "";
+  for (const a of document.querySelectorAll("#nav a")) {
+    if (a.getAttribute("href") === `#/${name}`) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
+  }
+  if (name === "patient" && id) {
+    setView(new PatientPage(main, state, feed, id, { onConsult: (pid) => { location.hash = `#/consult/${pid}`; } }));
+  } else if (name === "consult" && id) {
+    setView(new ConsultView(main, id));
+  } else if (name === "alerts") {
+    setView(new Inbox(main, state));
+  } else {
+    setView(new PatientList(main, state, { onOpen: (pid) => { location.hash = `#/patient/${pid}`; } }));
+  }
+  main.focus({ preventScroll: true });
+}
+
+let snapshotTimer = null;
+// NEWS2 and connectivity are computed by the server: refresh the snapshot shortly after vitals changed.
+function scheduleSnapshot(delay = 10_000) {
+  if (snapshotTimer) return;
+  snapshotTimer = setTimeout(async () => {
+    snapshotTimer = null;
+    try { await state.loadPatients(); } catch { /* the next vitals will retry */ }
+  }, delay);
+}
+
+async function resync() {
+  await Promise.all([state.loadPatients(), state.loadAlerts()]);
+  feed.lastEventId = Math.max(feed.lastEventId, state.lastEventId);
+  updateAlertCount();
+}
+
+function wireFeed() {
+  feed.addEventListener("state", (ev) => {
+    showConnection(ev.detail);
+    if (ev.detail.state === "live" && ev.detail.reconnected) {
+      // Alert events were replayed from the last id; vitals are state: reload the snapshot.
+      state.loadPatients().catch(() => {});
+      announce(t("conn.restored"));
+    }
+  });
+  feed.addEventListener("alert", (ev) => {
+    state.applyAlert(ev.detail);
+    updateAlertCount();
+    const a = ev.detail.alert;
+    if (ev.detail.event === "raised" || ev.detail.event === "escalated") {
+      beep(a.severity);
+      notify(a);
+      announce(t("notify.title", { patient: a.patient_name || "" }));
+    }
+  });
+  feed.addEventListener("vitals", (ev) => { state.applyVitals(ev.detail); scheduleSnapshot(); });
+  feed.addEventListener("resync", () => { resync().catch(() => {}); });
+}
+
+async function enter(u) {
+  user = u;
+  $("who").textContent = `${u.display_name || u.username}`;
+  $("logout").hidden = false;
+  $("nav").hidden = false;
+  const t0 = performance.now();
+  await resync();
+  feed.start(state.lastEventId);
+  await route();
+  // Time to interactive of the list: data loaded, rows in the DOM, live feed connected.
+  await new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve)));
+  metrics.listInteractiveMs = performance.now();
+  metrics.enterMs = performance.now() - t0;
+}
+
+function loginView(message) {
+  setView(null);
+  $("nav").hidden = true;
+  $("logout").hidden = true;
+  $("who").textContent = "";
+  const form = document.createElement("form");
+  form.className = "login";
+  form.innerHTML = `
+    <h1 data-i18n="login.title"></h1>
+    <p class="error" role="alert" id="login-error"></p>
+    <label for="username" data-i18n="login.username"></label>
+    <input id="username" name="username" autocomplete="username" required>
+    <label for="password" data-i18n="login.password"></label>
+    <input id="password" name="password" type="password" autocomplete="current-password" required>
+    <div id="totp-row" hidden><label for="totp" data-i18n="login.totp"></label>
+    <input id="totp" name="totp" inputmode="numeric" autocomplete="one-time-code" pattern="[0-9]{6}"></div>
+    <button type="submit" class="primary" data-i18n="login.submit"></button>`;
+  main.replaceChildren(form);
+  translateDom(form);
+  if (message) $("login-error").textContent = message;
+  form.onsubmit = async (ev) => {
+    ev.preventDefault();
+    const btn = form.querySelector("button");
+    btn.disabled = true;
+    try {
+      const u = await login($("username").value.trim(), $("password").value, $("totp").value.trim() || undefined);
+      if (!location.hash || location.hash === "#/login") location.hash = "#/patients";
+      await enter(u);
+    } catch (err) {
+      if (err.detail === "totp_required") { $("totp-row").hidden = false; $("totp").focus(); }
+      $("login-error").textContent = err.status === 429 ? t("login.locked") : err.status === 401 ? t("login.failed") : t("login.error", { detail: err.detail || err.message });
+    } finally { btn.disabled = false; }
+  };
+  $("username").focus();
+}
+
+async function boot() {
+  await setLang(initialLang());
+  $("lang").value = initialLang();
+  $("lang").onchange = (ev) => setLang(ev.target.value);
+  onLangChange(() => { if (user) route(); showConnection({ state: feed.state }); updateAlertCount(); });
+  $("logout").onclick = async () => { feed.stop(); await logout(); user = null; state.patients.clear(); state.alerts.clear(); loginView(); };
+  window.addEventListener("hashchange", route);
+  window.addEventListener("tbib:unauthenticated", () => { if (user) { feed.stop(); user = null; loginView(t("login.expired")); } });
+  wireFeed();
+  showConnection({ state: "stopped" });
+  const u = await me();
+  if (u && u.role !== "patient") await enter(u); else loginView(u ? t("login.clinicians_only") : "");
+}
+
+boot().catch((err) => { main.textContent = `tbib: ${err.message}`; });

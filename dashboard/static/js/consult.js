@@ -1,0 +1,224 @@
+// Consultation view: open a teleconsultation for the patient, join its signaling room as the doctor, admit the patient
+// (or their gateway's agent) from the waiting room, call (the doctor always offers: docs/teleconsultation.md), show
+// remote + self video, overlay the live vitals from the "vitals" data channel, end the call, and save notes to the
+// consultation record. Signaling and negotiation come from the teleconsultation module's /consult/static/call.js.
+import { PeerSession, Signaling, watchFirstFrame } from "/consult/static/call.js";
+import { get, post, put } from "./api.js";
+import { fmtDateTime, fmtNumber, t } from "./i18n.js";
+
+export class ConsultView {
+  constructor(root, patientId) {
+    this.root = root;
+    this.patientId = patientId;
+    this.sig = null;
+    this.session = null;
+    this.local = null;
+    this.peers = {};
+    this.vitals = new Map();
+    this.metrics = { firstFrameMs: null, vitalsMessages: 0, state: "idle", lastVitalsAt: null, errors: [] };
+    this.ready = this.start().catch((err) => this._fail(err));
+  }
+
+  destroy() {
+    if (this.session) this.session.close();
+    if (this.sig) this.sig.close();
+    if (this.local) for (const tr of this.local.getTracks()) tr.stop();
+    clearTimeout(this._saveTimer);
+  }
+
+  _fail(err) {
+    this.metrics.errors.push(String(err.detail || err.message || err));
+    this._status(t("consult.error", { detail: err.detail || err.message || String(err) }));
+  }
+
+  _status(text, state) {
+    if (state) { this.metrics.state = state; this.root.dataset.state = state; }
+    this.statusEl.textContent = text;
+  }
+
+  _build(patient) {
+    this.root.replaceChildren();
+    this.root.className = "consult";
+    const h = document.createElement("h1");
+    h.textContent = t("consult.title", { patient: patient.display_name });
+    this.statusEl = document.createElement("p");
+    this.statusEl.className = "status";
+    this.statusEl.setAttribute("role", "status");
+    const stage = document.createElement("div");
+    stage.className = "stage";
+    this.remote = Object.assign(document.createElement("video"), { autoplay: true, playsInline: true, muted: true });
+    this.remote.id = "remote-video";
+    this.remote.setAttribute("aria-label", t("consult.remote"));
+    this.self = Object.assign(document.createElement("video"), { autoplay: true, playsInline: true, muted: true });
+    this.self.id = "self-video";
+    this.self.setAttribute("aria-label", t("consult.self"));
+    this.overlay = document.createElement("dl");
+    this.overlay.className = "vitals-overlay";
+    this.overlay.setAttribute("aria-live", "off");
+    this.overlay.setAttribute("aria-label", t("consult.vitals"));
+    stage.append(this.remote, this.self, this.overlay);
+
+    const lobby = document.createElement("section");
+    lobby.setAttribute("aria-labelledby", "lobby-h");
+    const lh = document.createElement("h2");
+    lh.id = "lobby-h";
+    lh.textContent = t("consult.lobby");
+    this.lobbyList = document.createElement("ul");
+    this.lobbyList.className = "lobby";
+    this.lobbyEmpty = Object.assign(document.createElement("p"), { className: "muted", textContent: t("consult.lobby.empty") });
+    lobby.append(lh, this.lobbyList, this.lobbyEmpty);
+
+    const controls = document.createElement("div");
+    controls.className = "controls";
+    this.callBtn = Object.assign(document.createElement("button"), { type: "button", className: "primary", textContent: t("consult.call"), disabled: true });
+    this.callBtn.onclick = () => this.call(Object.keys(this.peers)[0] || "patient");
+    this.endBtn = Object.assign(document.createElement("button"), { type: "button", className: "danger", textContent: t("consult.end") });
+    this.endBtn.id = "end-call";
+    this.endBtn.onclick = () => this.end();
+    this.linkBtn = Object.assign(document.createElement("button"), { type: "button", textContent: t("consult.patient_link") });
+    this.linkBtn.onclick = () => this.patientLink();
+    this.linkOut = document.createElement("output");
+    controls.append(this.callBtn, " ", this.endBtn, " ", this.linkBtn, " ", this.linkOut);
+
+    const notes = document.createElement("section");
+    notes.setAttribute("aria-labelledby", "notes-h");
+    const nh = document.createElement("h2");
+    nh.id = "notes-h";
+    nh.textContent = t("consult.notes");
+    const label = Object.assign(document.createElement("label"), { htmlFor: "consult-notes", className: "sr-only", textContent: t("consult.notes") });
+    this.notes = Object.assign(document.createElement("textarea"), { id: "consult-notes", rows: 6, maxLength: 20000 });
+    this.notes.oninput = () => { clearTimeout(this._saveTimer); this._saveTimer = setTimeout(() => this.saveNotes(), 1500); };
+    this.saveBtn = Object.assign(document.createElement("button"), { type: "button", textContent: t("consult.notes.save") });
+    this.saveBtn.onclick = () => this.saveNotes();
+    this.savedEl = Object.assign(document.createElement("span"), { className: "muted" });
+    this.savedEl.setAttribute("role", "status");
+    notes.append(nh, label, this.notes, this.saveBtn, " ", this.savedEl);
+
+    const back = Object.assign(document.createElement("a"), { href: `#/patient/${this.patientId}`, textContent: t("consult.back") });
+    this.root.append(h, this.statusEl, stage, controls, lobby, notes, back);
+  }
+
+  async start() {
+    const patient = await get(`/patients/${this.patientId}`);
+    this._build(patient);
+    this._status(t("consult.opening"), "opening");
+    this.consultation = await post(`/patients/${this.patientId}/consultations`, { reason: t("consult.reason") });
+    this.root.dataset.consultationId = this.consultation.id;
+    const tok = await post(`/patients/${this.patientId}/consultations/${this.consultation.id}/join-token`, { role: "doctor" });
+    try {
+      this.local = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 }, audio: true });
+      this.self.srcObject = this.local;
+    } catch (err) { this.metrics.errors.push(`camera: ${err.message}`); }
+    this.sig = new Signaling();
+    await this.sig.connect();
+    this.sig.on("lobby", (f) => this._lobby(f.waiting));
+    this.sig.on("peer-joined", (f) => {
+      this.peers[f.seat] = { role: f.role };
+      this.callBtn.disabled = false;
+      if (!this.session || f.resumed === false) this.call(f.seat);
+    });
+    this.sig.on("peer-left", (f) => {
+      if (!f.temporary) { delete this.peers[f.seat]; this._status(t("consult.peer_left"), "waiting"); }
+    });
+    this.sig.on("bye", (f) => { if (f.end) this._ended(); });
+    this.sig.on("close", () => { if (this.metrics.state !== "ended") this._status(t("consult.signaling_closed"), "closed"); });
+    this.sig.on("error", (f) => this.metrics.errors.push(`${f.code}: ${f.detail}`));
+    const joined = await this.sig.join(tok.token);
+    this.iceServers = joined.iceServers || [];
+    for (const p of joined.peers || []) this.peers[p.seat] = { role: p.role };
+    this._status(t("consult.waiting"), "waiting");
+    if (Object.keys(this.peers).length) this.call(Object.keys(this.peers)[0]);
+  }
+
+  _lobby(waiting) {
+    this.lobbyEmpty.hidden = waiting.length > 0;
+    this.lobbyList.replaceChildren(...waiting.map((w) => {
+      const li = document.createElement("li");
+      const admit = Object.assign(document.createElement("button"), { type: "button", className: "primary", textContent: t("consult.admit") });
+      admit.dataset.seat = w.seat;
+      admit.setAttribute("aria-label", `${t("consult.admit")} ${t(`role.${w.role}`)}`);
+      admit.onclick = () => { this.sig.send("admit", { seat: w.seat }); this._status(t("consult.admitting"), "admitting"); };
+      const deny = Object.assign(document.createElement("button"), { type: "button", textContent: t("consult.deny") });
+      deny.onclick = () => this.sig.send("deny", { seat: w.seat, reason: "declined by the doctor" });
+      li.append(`${t(`role.${w.role}`)} `, admit, " ", deny);
+      return li;
+    }));
+  }
+
+  call(peer) {
+    if (this.session) this.session.close();
+    const t0 = performance.now();
+    const role = (this.peers[peer] || {}).role;
+    this._status(t("consult.calling"), "calling");
+    const s = new PeerSession(this.sig, { peer, polite: false, iceServers: this.iceServers, stream: this.local, vitals: true });
+    this.session = s;
+    s.addEventListener("track", (ev) => {
+      const { track, streams } = ev.detail;
+      if (track.kind !== "video") return;
+      this.remote.srcObject = streams[0] || new MediaStream([track]);
+      this.remote.play().catch(() => {});
+      watchFirstFrame(s.pc, this.remote, t0, (ms) => { if (this.metrics.firstFrameMs === null) this.metrics.firstFrameMs = ms; });
+    });
+    s.addEventListener("state", (ev) => {
+      if (ev.detail === "connected") this._status(t("consult.connected"), "connected");
+      else if (ev.detail === "failed" || ev.detail === "disconnected") this._status(t(`consult.${ev.detail}`), ev.detail);
+    });
+    s.addEventListener("vitals", (ev) => this._vital(ev.detail.msg));
+    s.addEventListener("renegotiate", () => { if (role === "agent") this.call(peer); else s.restartIce(); });
+    s.addEventListener("failure", (ev) => this.metrics.errors.push(String(ev.detail)));
+  }
+
+  _vital(msg) {
+    if (msg.type && msg.type !== "reading") return;
+    this.metrics.vitalsMessages += 1;
+    this.metrics.lastVitalsAt = Date.now();
+    this.vitals.set(msg.metric, msg);
+    if (this._vframe) return;
+    this._vframe = requestAnimationFrame(() => {
+      this._vframe = 0;
+      const items = [];
+      for (const [metric, m] of this.vitals) {
+        if (metric === "rr_interval" || metric === "energy_expended") continue;
+        const dt = document.createElement("dt");
+        dt.textContent = t(`metric.${metric}`);
+        const dd = document.createElement("dd");
+        dd.dataset.metric = metric;
+        dd.textContent = `${fmtNumber(m.value, metric === "body_temperature" || metric === "body_weight" ? 1 : 0)} ${t(`unit.${m.unit}`)}`;
+        dd.title = fmtDateTime(m.measured_at);
+        items.push(dt, dd);
+      }
+      this.overlay.replaceChildren(...items);
+    });
+  }
+
+  async patientLink() {
+    // The patient joins from their own app (their own join-token call); tell the doctor where.
+    this.linkOut.textContent = t("consult.patient_link.help");
+  }
+
+  async saveNotes() {
+    if (!this.consultation) return;
+    try {
+      const r = await put(`/patients/${this.patientId}/consultation-notes/${this.consultation.id}`, { text: this.notes.value });
+      this.savedEl.textContent = t("consult.notes.saved", { at: fmtDateTime(r.updated_at) });
+      this.root.dataset.notesSaved = r.updated_at;
+    } catch (err) {
+      this.savedEl.textContent = t("consult.notes.failed", { detail: err.detail || err.message });
+    }
+  }
+
+  async end() {
+    await this.saveNotes();
+    if (this.sig && this.sig.ws && this.sig.ws.readyState === WebSocket.OPEN) this.sig.send("bye", { end: true, reason: "ended by the doctor" });
+    this._ended();
+  }
+
+  _ended() {
+    if (this.session) this.session.close();
+    this.session = null;
+    if (this.local) for (const tr of this.local.getTracks()) tr.stop();
+    this.callBtn.disabled = true;
+    this.endBtn.disabled = true;
+    this._status(t("consult.ended"), "ended");
+  }
+}
