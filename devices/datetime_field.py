@@ -70,11 +70,8 @@ def date_time_from_bytes(data: bytes, offset: int = 0, *, field: str = "date_tim
 
 
 def decode_date_time(data: bytes) -> DateTime:
-    """Decode a Date Time characteristic value (exactly 7 bytes)."""
-    value = date_time_from_bytes(data, 0)
-    if len(data) != DATE_TIME_SIZE:
-        raise DecodeError("date_time", reason=f"expected {DATE_TIME_SIZE} bytes, got {len(data)}")
-    return value
+    """Decode a Date Time characteristic value (7 bytes; octets after them are ignored, like every decoder here)."""
+    return date_time_from_bytes(data, 0)
 
 
 def encode_date_time(value: DateTime) -> bytes:

@@ -1,7 +1,8 @@
 """Bluetooth SIG health characteristics: one module per characteristic family, a registry keyed by 16-bit UUID.
 
 Every module offers ``decode_<thing>(data: bytes) -> FrozenDataclass`` and ``encode_<thing>(value) -> bytes``; malformed
-bytes raise :class:`devices.errors.DecodeError` and nothing else. :data:`CHARACTERISTICS` maps each 16-bit UUID to its
+bytes raise :class:`devices.errors.DecodeError` and nothing else. Reserved flag bits and octets after the last
+defined field are ignored (forward compatibility); a field that its flag announces but that is cut short is an error. :data:`CHARACTERISTICS` maps each 16-bit UUID to its
 :class:`CharacteristicCodec`; :func:`decode_characteristic` decodes by UUID.
 """
 

@@ -1,6 +1,10 @@
 """Bounds-checked little-endian reader and writer shared by the characteristic codecs (private).
 
 Every read names its field, so a short value raises ``DecodeError("<field>: expected N bytes at offset O, got M")``.
+Octets after the last field the flags define are ignored by the characteristic decoders: later versions of the specs
+append fields under today's reserved flag bits, and collectors ignore what they do not know (the same reason reserved
+flag bits are ignored). Only RACP operands (a control point must reject a wrong operand length) and CGM records (whose
+size byte is explicit) call :meth:`Reader.end`.
 """
 
 from __future__ import annotations
@@ -85,7 +89,7 @@ class Reader:
         return out
 
     def end(self, what: str) -> None:
-        """Refuse trailing bytes: fields exist only when their flag says so, so extra bytes mean a wrong flag."""
+        """Refuse trailing bytes (RACP operands)."""
         if self.offset != len(self.data):
             extra = len(self.data) - self.offset
             raise DecodeError(what, reason=f"{extra} unexpected trailing byte(s) at offset {self.offset}")

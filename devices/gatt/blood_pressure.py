@@ -134,7 +134,6 @@ def _decode(data: bytes, what: str, first: str) -> _Fields:
     pulse = r.sfloat("pulse_rate") if flags & _PULSE else None
     user = r.u8("user_id") if flags & _USER else None
     status = BloodPressureStatus.from_raw(r.u16("measurement_status")) if flags & _STATUS else None
-    r.end(what)
     return p1, p2, p3, unit, timestamp, pulse, user, status
 
 

@@ -44,7 +44,6 @@ def decode_current_time(data: bytes) -> CurrentTime:
     r = Reader(as_bytes(data))
     dt = r.date_time("date_time")
     value = CurrentTime(dt, r.u8("day_of_week"), r.u8("fractions256"), r.u8("adjust_reason"))
-    r.end("current_time")
     return value
 
 
@@ -62,7 +61,6 @@ def decode_battery_level(data: bytes) -> BatteryLevel:
     """Decode a 0x2A19 value (1 byte)."""
     r = Reader(as_bytes(data))
     value = BatteryLevel(r.u8("battery_level"))
-    r.end("battery_level")
     return value
 
 

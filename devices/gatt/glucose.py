@@ -163,7 +163,6 @@ def decode_glucose_measurement(data: bytes) -> GlucoseMeasurement:
         type_location = r.u8("type_sample_location")
         kind, location = type_location & 0x0F, type_location >> 4
     status = GlucoseSensorStatus(r.u16("sensor_status") & 0x0FFF) if flags & 0x08 else None
-    r.end("glucose_measurement")
     return GlucoseMeasurement(seq, base, offset, conc, bool(flags & 0x04), kind, location, status, bool(flags & 0x10))
 
 
@@ -212,7 +211,6 @@ def decode_glucose_context(data: bytes) -> GlucoseContext:
         med = r.sfloat("medication")
     if flags & 0x40:
         hba1c = r.sfloat("hba1c")
-    r.end("glucose_measurement_context")
     return GlucoseContext(
         seq, ext, carb_id, carb, meal, tester, health, duration, intensity, med_id, med, bool(flags & 0x20), hba1c
     )
@@ -258,7 +256,6 @@ def decode_glucose_feature(data: bytes) -> GlucoseFeature:
     """Decode a 0x2A51 value (u16)."""
     r = Reader(as_bytes(data))
     raw = r.u16("glucose_feature")
-    r.end("glucose_feature")
     return GlucoseFeature(GlucoseFeatureBits(raw & 0x07FF))
 
 

@@ -57,7 +57,6 @@ def decode_heart_rate_measurement(data: bytes) -> HeartRateMeasurement:
             # HRS §3.1.1.5: one or more UINT16 values fill the rest of the notification.
             raise DecodeError("rr_interval", expected=2 * (count + 1), actual=r.remaining, offset=r.offset)
         rr = tuple(r.u16("rr_interval") for _ in range(count))
-    r.end("heart_rate_measurement")
     return HeartRateMeasurement(heart_rate, contact, energy, rr, bool(flags & _HR_UINT16))
 
 

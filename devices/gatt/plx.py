@@ -129,7 +129,6 @@ def decode_plx_spot_check(data: bytes) -> PlxSpotCheckMeasurement:
     ms = PlxMeasurementStatus(r.u16("measurement_status") & _MS_MASK) if flags & 0x02 else None
     dss = PlxDeviceSensorStatus(r.u24("device_sensor_status") & _DSS_MASK) if flags & 0x04 else None
     pai = r.sfloat("pulse_amplitude_index") if flags & 0x08 else None
-    r.end("plx_spot_check_measurement")
     return PlxSpotCheckMeasurement(spo2, pr, timestamp, ms, dss, pai, bool(flags & 0x10))
 
 
@@ -169,7 +168,6 @@ def decode_plx_continuous(data: bytes) -> PlxContinuousMeasurement:
     ms = PlxMeasurementStatus(r.u16("measurement_status") & _MS_MASK) if flags & 0x04 else None
     dss = PlxDeviceSensorStatus(r.u24("device_sensor_status") & _DSS_MASK) if flags & 0x08 else None
     pai = r.sfloat("pulse_amplitude_index") if flags & 0x10 else None
-    r.end("plx_continuous_measurement")
     return PlxContinuousMeasurement(spo2, pr, spo2_fast, pr_fast, spo2_slow, pr_slow, ms, dss, pai)
 
 
@@ -205,7 +203,6 @@ def decode_plx_features(data: bytes) -> PlxFeatures:
     raw = r.u16("supported_features")
     ms = PlxMeasurementStatus(r.u16("measurement_status_support") & _MS_MASK) if raw & 0x01 else None
     dss = PlxDeviceSensorStatus(r.u24("device_sensor_status_support") & _DSS_MASK) if raw & 0x02 else None
-    r.end("plx_features")
     return PlxFeatures(
         measurement_storage_spot_check=bool(raw & 0x04),
         timestamp_spot_check=bool(raw & 0x08),

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from enum import IntEnum, StrEnum
 
 from devices.datetime_field import DateTime
-from devices.errors import DecodeError
 from devices.gatt._wire import Reader, Writer, as_bytes
 from devices.ieee11073 import Number
 
@@ -79,7 +78,6 @@ def _decode(data: bytes, intermediate: bool) -> TemperatureMeasurement:
     value = r.float32("temperature")
     timestamp = r.date_time("timestamp") if flags & _TIMESTAMP else None
     kind = r.u8("temperature_type") if flags & _TYPE else None
-    r.end("intermediate_temperature" if intermediate else "temperature_measurement")
     unit = TemperatureUnit.FAHRENHEIT if flags & _FAHRENHEIT else TemperatureUnit.CELSIUS
     return TemperatureMeasurement(value, unit, timestamp, kind, intermediate)
 
@@ -113,10 +111,7 @@ encode_intermediate_temperature = encode_temperature_measurement
 
 def decode_temperature_type(data: bytes) -> TemperatureTypeValue:
     """Decode a 0x2A1D value (one byte)."""
-    data = as_bytes(data)
-    if len(data) != 1:
-        raise DecodeError("temperature_type", expected=1, actual=len(data), offset=0)
-    return TemperatureTypeValue(data[0])
+    return TemperatureTypeValue(Reader(as_bytes(data)).u8("temperature_type"))
 
 
 def encode_temperature_type(value: TemperatureTypeValue) -> bytes:

@@ -93,7 +93,6 @@ def decode_weight_measurement(data: bytes) -> WeightMeasurement:
     if flags & _BMI_HEIGHT:
         bmi = r.u16("bmi") / _BMI_DIV
         height = r.u16("height") / (_IN_DIV if imperial else _M_DIV)
-    r.end("weight_measurement")
     return WeightMeasurement(weight, imperial, timestamp, user, bmi, height)
 
 
@@ -134,7 +133,6 @@ def decode_weight_scale_feature(data: bytes) -> WeightScaleFeature:
     """Decode a 0x2A9E value (u32)."""
     r = Reader(as_bytes(data))
     raw = r.u32("weight_scale_feature")
-    r.end("weight_scale_feature")
     return WeightScaleFeature(bool(raw & 1), bool(raw & 2), bool(raw & 4), (raw >> 3) & 0x0F, (raw >> 7) & 0x07)
 
 

@@ -42,6 +42,11 @@ def test_full_measurement() -> None:
     assert encode_blood_pressure_measurement(expected) == wire
 
 
+def test_trailing_octets_ignored() -> None:
+    m = decode_blood_pressure_measurement(bytes.fromhex("E0" + "7800" + "5000" + "6000" + "AABB"))  # reserved flag bits
+    assert m == BloodPressureMeasurement(Number(120, 0), Number(80, 0), Number(96, 0))
+
+
 def test_kpa_minimal() -> None:
     # 16.0 / 10.7 / 12.5 kPa as 160e-1, 107e-1, 125e-1
     m = decode_blood_pressure_measurement(bytes.fromhex("01A0F06BF07DF0"))
