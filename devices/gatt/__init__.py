@@ -2,8 +2,9 @@
 
 Every module offers ``decode_<thing>(data: bytes) -> FrozenDataclass`` and ``encode_<thing>(value) -> bytes``; malformed
 bytes raise :class:`devices.errors.DecodeError` and nothing else. Reserved flag bits and octets after the last
-defined field are ignored (forward compatibility); a field that its flag announces but that is cut short is an error. :data:`CHARACTERISTICS` maps each 16-bit UUID to its
-:class:`CharacteristicCodec`; :func:`decode_characteristic` decodes by UUID.
+defined field are ignored (forward compatibility); a field that its flag announces but that is cut short is an error.
+:data:`CHARACTERISTICS` maps each 16-bit UUID to its :class:`CharacteristicCodec`; :func:`decode_characteristic`
+decodes by UUID.
 """
 
 from __future__ import annotations
