@@ -101,3 +101,31 @@ async def test_consultation_lifecycle_is_recorded(app_server: tuple[LiveServer, 
     async with httpx.AsyncClient() as http:
         r = await http.post(f"{base}/consultations/{cid}/join-token", json={"role": "doctor"}, headers=doctor)
         assert r.status_code == 403  # ended
+
+
+@pytest.mark.browser
+async def test_patient_page_works_under_the_app_csp(app_server: tuple[LiveServer, Seeded], browser: Any) -> None:
+    server, seeded = app_server
+    doctor = {"Authorization": f"Bearer {login(server.url, 'm-doctor')}"}
+    patient = {"Authorization": f"Bearer {login(server.url, 'm-patient')}"}
+    base = f"{server.url}/api/v1/patients/{seeded.p1}"
+    async with httpx.AsyncClient() as http:
+        await http.post(f"{base}/consents", json={"purpose": "teleconsultation", "granted": True}, headers=patient)
+        cid = (await http.post(f"{base}/consultations", json={}, headers=doctor)).json()["id"]
+        r = await http.post(f"{base}/consultations/{cid}/join-token", json={"role": "patient"}, headers=patient)
+        page_path = r.json()["page_path"]
+        head = await http.get(f"{server.url}/consult/patient")
+    assert "default-src 'self'" in head.headers["content-security-policy"]
+    page = await browser.new_page()
+    violations: list[str] = []
+    page.on("console", lambda msg: violations.append(msg.text) if "Content Security Policy" in msg.text else None)
+    await page.goto(f"{server.url}{page_path}")
+    status = ""
+    for _ in range(300):  # poll with evaluate: wait_for_function would need 'unsafe-eval', which the CSP forbids
+        status = await page.evaluate("() => window.tbib ? window.tbib.state.status : ''")
+        if status.startswith("waiting"):
+            break
+        await asyncio.sleep(0.05)
+    assert status.startswith("waiting")
+    assert violations == []
+    await page.close()
