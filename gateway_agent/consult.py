@@ -74,6 +74,8 @@ class ConsultConfig:
 class AgentStats:
     """What happened, with ``time.perf_counter()`` stamps (for tests and the benchmark)."""
 
+    joins: int = 0
+    resumed: int = 0
     offers: int = 0
     last_offer_at: float | None = None
     answer_sent_at: float | None = None
@@ -205,6 +207,8 @@ class ConsultAgent:
     async def _on_frame(self, frame: dict[str, Any]) -> str | None:
         kind = frame.get("type")
         if kind == "joined":
+            self.stats.joins += 1
+            self.stats.resumed += bool(frame.get("resumed"))
             self.seat = frame.get("seat")
             if self.config.ice_servers is None:
                 self._ice = list(frame.get("iceServers", []))

@@ -119,3 +119,26 @@ def test_test_pattern_draws_the_clock() -> None:
     assert a.shape == (720, 640)
     assert (a != b).any()
     assert (a[400:480] == 235).any()
+
+
+async def test_signaling_drop_reclaims_the_seat_and_media_keeps_flowing(server: str) -> None:
+    agent = ConsultAgent(ConsultConfig(server=server, token=tok(Role.AGENT, "gw-1", "c5"), camera=None, ice_servers=[]))
+    run = asyncio.create_task(agent.run())
+    async with AiortcDoctor(server, tok(Role.DOCTOR, "dr-1", "c5")) as doctor:
+        await asyncio.wait_for(doctor.peer_joined.wait(), 10)
+        metrics = await doctor.call("patient")
+        await asyncio.wait_for(metrics.first_frame_event.wait(), 10)
+        assert agent._ws is not None
+        await agent._ws.close(code=4999, reason="network glitch")  # the signaling link drops, not the media
+        for _ in range(200):
+            if agent.stats.resumed:
+                break
+            await asyncio.sleep(0.02)
+        assert agent.stats.resumed == 1
+        assert agent.stats.joins == 2
+        frames = metrics.frames
+        await asyncio.sleep(0.5)
+        assert metrics.frames > frames  # peer to peer: the call never stopped
+        assert agent.stats.offers == 1  # connected: no renegotiation was needed
+        await agent.stop()
+    assert await asyncio.wait_for(run, 10) == "stopped"
