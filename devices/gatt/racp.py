@@ -8,7 +8,7 @@ value, of 4: filter type then two values; filter type 1 = sequence number (GLS) 
 filter type 2 = user facing time, a Date Time. Response code (op 6): operand = request op code u8 + response code value
 u8 (1 success, 2 op code not supported, 3 invalid operator, 4 operator not supported, 5 invalid operand, 6 no records
 found, 7 abort unsuccessful, 8 procedure not completed, 9 operand not supported). Number of stored records response
-(op 5): operand = count u16 (u32 in some later profiles; both accepted).
+(op 5): operand = count u16 (u32 in some later profiles, u8 from some meters; all accepted).
 Examples: report all ``01 01``; report sequence >= N ``01 03 01 <N u16>``; number of records ``04 01``; abort ``03 00``.
 Unknown op codes, operators and filter types decode with their operand kept raw (the server then answers "not
 supported"); only lengths that contradict a known layout raise :class:`~devices.errors.DecodeError`.
@@ -168,6 +168,8 @@ def decode_racp(data: bytes) -> RacpMessage:
     if op == OpCode.NUMBER_OF_STORED_RECORDS_RESPONSE:
         if r.remaining == 4:
             count = r.u32("count")
+        elif r.remaining == 1:  # some meters send a UINT8 count
+            count = r.u8("count")
         else:
             count = r.u16("count")
             r.end("racp")

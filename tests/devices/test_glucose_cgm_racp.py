@@ -258,7 +258,8 @@ def test_racp_examples(wire: str, expected: RacpMessage) -> None:
         ("010301", "minimum: expected 2 bytes at offset 3, got 0"),
         ("01040101000A", "maximum: expected 2 bytes at offset 5, got 1"),
         ("060001", "response_code: expected 1 bytes at offset 3, got 0"),
-        ("050001", "count: expected 2 bytes at offset 2, got 1"),
+        ("0500", "count: expected 2 bytes at offset 2, got 0"),
+        ("0500030201", "racp: 1 unexpected trailing byte(s) at offset 4"),
         ("010100", "racp: 1 unexpected trailing byte(s) at offset 2"),
     ],
 )
