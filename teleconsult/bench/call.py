@@ -9,6 +9,8 @@ Measured, over ``--calls`` calls each:
 - vitals latency: reading taken in the agent -> message received by the doctor (first reading taken after the channel
   opened, per call);
 - agent CPU % (psutil, % of one core) while sending 640x480 to a receive-only doctor, and while sending and receiving;
+- with ``--pg-dsn`` (or ``$TBIB_TEST_DSN``): the aiortc doctor on node A and the agent on node B, two signaling
+  processes sharing rooms through PostgreSQL LISTEN/NOTIFY;
 - baseline in the same run: bare aiortc <-> aiortc in one process, no signaling, no separate processes.
 The last stdout line is one JSON object.
 """
@@ -183,7 +185,24 @@ async def browser_calls(base: str, token: str, calls: int) -> dict[str, list[flo
     return {"first": first, "vitals": vitals, "via_rvfc": [float(v == "requestVideoFrameCallback") for v in vias]}
 
 
-async def run(calls: int, cpu_seconds: float, with_browser: bool) -> dict[str, Any]:
+async def two_node_calls(
+    py: str, env: dict[str, str], dsn: str, agent_token: str, doctor_token: str, calls: int
+) -> list[float]:
+    """Doctor on node A, agent on node B, signaling routed through PostgreSQL LISTEN/NOTIFY."""
+    node_env = {**env, "TBIB_SIGNALING_PG_DSN": dsn}
+    server_args = [py, "-m", "teleconsult.signaling.standalone"]
+    async with (
+        _process(server_args, node_env, "SIGNALING ") as (_a, line_a),
+        _process(server_args, node_env, "SIGNALING ") as (_b, line_b),
+    ):
+        ws_a = line_a.split()[1].replace("http://", "ws://") + "/ws/v1/signaling"
+        agent_args = [py, "-m", "gateway_agent.consult_cli", "consult", "join", "--token", agent_token]
+        agent_args += ["--server", line_b.split()[1], "--no-camera", "--no-ice-servers", "--demo-vitals", "0.05"]
+        async with _process(agent_args, env, None):
+            return (await agent_calls(ws_a, doctor_token, calls))["first"]
+
+
+async def run(calls: int, cpu_seconds: float, with_browser: bool, pg_dsn: str | None) -> dict[str, Any]:
     key = secrets.token_bytes(32)
     env = {**os.environ, "TBIB_SIGNALING_KEY": key.hex(), "PYTHONUNBUFFERED": "1"}
     now = datetime.now(UTC)
@@ -210,6 +229,12 @@ async def run(calls: int, cpu_seconds: float, with_browser: bool) -> dict[str, A
             br: dict[str, list[float]] = {"first": [], "vitals": [], "via_rvfc": []}
             if with_browser and shutil.which(CHROMIUM):
                 br = await browser_calls(base, tok(Role.DOCTOR, "dr-bench"), calls)
+    two_nodes: list[float] = []
+    if pg_dsn:
+        cid_now = datetime.now(UTC)
+        agent_tok = issue_token(key=key, consultation_id="bench-2", role=Role.AGENT, subject="gw-2", now=cid_now)
+        doctor_tok = issue_token(key=key, consultation_id="bench-2", role=Role.DOCTOR, subject="dr-2", now=cid_now)
+        two_nodes = await two_node_calls(py, env, pg_dsn, agent_tok, doctor_tok, calls)
     result: dict[str, Any] = {
         "bench": "call",
         "calls": calls,
@@ -224,6 +249,8 @@ async def run(calls: int, cpu_seconds: float, with_browser: bool) -> dict[str, A
         "vitals_latency_p95_ms": _r(pct(aio["vitals"], 95)),
         "agent_cpu_pct": _r(cpu_send),
         "agent_cpu_pct_sendrecv": _r(cpu_both),
+        "two_nodes_agent_first_frame_p50_ms": _r(pct(two_nodes, 50)),
+        "two_nodes_agent_first_frame_p95_ms": _r(pct(two_nodes, 95)),
         "baseline_first_frame_p50_ms": _r(pct(base_ms, 50)),
         "baseline_first_frame_p95_ms": _r(pct(base_ms, 95)),
         "cpus": psutil.cpu_count(),
@@ -231,7 +258,7 @@ async def run(calls: int, cpu_seconds: float, with_browser: bool) -> dict[str, A
     }
     b50 = result["baseline_first_frame_p50_ms"]
     if b50:
-        for name in ("agent_first_frame_p50_ms", "browser_first_frame_p50_ms"):
+        for name in ("agent_first_frame_p50_ms", "browser_first_frame_p50_ms", "two_nodes_agent_first_frame_p50_ms"):
             if result[name] is not None:
                 result[name.replace("_p50_ms", "_ratio_to_baseline")] = round(result[name] / b50, 2)
     result["goals_met"] = {k: (result[k] is not None and result[k] < v) for k, v in GOALS_MS.items()}
@@ -244,11 +271,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--calls", type=int, default=20, help="calls per scenario (default 20)")
     parser.add_argument("--cpu-seconds", type=float, default=5.0, help="CPU sampling window (default 5 s)")
     parser.add_argument("--no-browser", action="store_true", help="skip the Chromium scenario")
+    parser.add_argument(
+        "--pg-dsn",
+        default=os.environ.get("TBIB_TEST_DSN"),
+        help="also run doctor on node A / agent on node B through this PostgreSQL (default $TBIB_TEST_DSN)",
+    )
     parser.add_argument("--json", action="store_true", help="print only the JSON line")
     args = parser.parse_args(argv)
     if args.calls < 1:
         parser.error("--calls must be >= 1")
-    result = asyncio.run(run(args.calls, args.cpu_seconds, not args.no_browser))
+    result = asyncio.run(run(args.calls, args.cpu_seconds, not args.no_browser, args.pg_dsn))
     if not args.json:
         for k, v in result.items():
             print(f"{k:36} {v}")
