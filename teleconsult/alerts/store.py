@@ -88,11 +88,11 @@ _CLEAR: Final = _log(
     "details = details || jsonb_build_object('cleared', %(details)s::jsonb) "
     "where patient_id = %(patient)s and rule = %(rule)s and state <> 'resolved' returning *"
 )
-# Escalate to the second clinician of the care team (by assignment order), when there is one.
+# Escalate to the second doctor or nurse of the care team (by assignment order), when there is one.
 _ESCALATE: Final = _log(
     "update alerts set escalated_at = %(at)s, updated_at = %(at)s, escalated_to = ("
     " select c.clinician_id from care_team c join users u on u.id = c.clinician_id"
-    " where c.patient_id = %(patient)s and not u.disabled and u.role <> 'patient'"
+    " where c.patient_id = %(patient)s and not u.disabled and u.role in ('doctor', 'nurse')"
     " and c.valid_from <= %(at)s and (c.valid_to is null or c.valid_to > %(at)s)"
     " order by c.valid_from, c.id offset 1 limit 1) "
     "where patient_id = %(patient)s and rule = %(rule)s and state <> 'resolved' returning *"

@@ -1,0 +1,243 @@
+"""The asyncio adapter of the alert engine: feeds it from the database and the broker, stores what it emits.
+
+Exactly one process runs the engine at a time (the *leader*): it holds a session advisory lock (:data:`LEADER_LOCK`)
+on a dedicated connection; the others retry every ``retry_s`` and take over when the leader dies (PostgreSQL releases
+the lock with its session). At start the leader rebuilds the engine from the store: patient profiles, open alerts
+(:meth:`Engine.restore`), and the readings of the last trend/NEWS2 windows.
+
+Inputs
+- ``NOTIFY tbib_readings``: committed newest readings (trigger of migration 0200 on ``latest_readings``).
+- ``NOTIFY tbib_alert_events``: acknowledgements/resolutions made over HTTP on any node (the engine stops escalating
+  or closes the rule), and ``profile:<patient>`` when a profile changes.
+- ``tbib/v1/gw/+/status`` (retained ``online``/``offline``) when a broker URL is given: gateway state for no-data.
+- The engine's timer.
+
+Output: engine events, stored with :func:`store.record_engine_events` (which notifies every node's hub).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+import psycopg
+
+from teleconsult.alerts import store
+from teleconsult.alerts.engine import Engine
+from teleconsult.alerts.model import AlertKey, Reading
+from teleconsult.alerts.rules import EngineConfig
+
+log = logging.getLogger(__name__)
+
+#: pg_advisory_lock key of the engine leader (ASCII "tbibalrt").
+LEADER_LOCK: Final = 0x7462_6962_616C_7274
+STATUS_TOPIC: Final = "tbib/v1/gw/+/status"
+
+
+def utcnow() -> datetime:
+    """The wall clock (the adapter's only clock)."""
+    return datetime.now(UTC)
+
+
+def parse_readings(payload: str) -> list[Reading]:
+    """Rows of a ``tbib_readings`` notification: ``[[patient, metric, value, unit, measured_at, device], ...]``."""
+    out = []
+    for row in json.loads(payload):
+        patient, metric, value, unit, measured_at, device = row
+        out.append(
+            Reading(
+                str(patient),
+                str(metric),
+                float(value),
+                str(unit),
+                datetime.fromisoformat(measured_at),
+                None if device is None else str(device),
+            )
+        )
+    return out
+
+
+class EngineService:
+    """Runs :class:`Engine` on the leader node; see the module docstring."""
+
+    def __init__(
+        self,
+        conninfo: str,
+        config: EngineConfig | None = None,
+        *,
+        mqtt_url: str | None = None,
+        retry_s: float = 2.0,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.conninfo = conninfo
+        self.config = config or EngineConfig()
+        self.mqtt_url = mqtt_url
+        self.retry_s = retry_s
+        self.clock = clock
+        self.leader = asyncio.Event()
+        """Set while this process is the leader and its engine is rebuilt."""
+        self.engine: Engine | None = None
+        self.stored_events = 0
+        self._inbox: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+
+    async def run(self) -> None:
+        """Contend for leadership forever (cancel to stop)."""
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True) as lock_conn:
+                    cur = await lock_conn.execute("select pg_try_advisory_lock(%s)", (LEADER_LOCK,))
+                    row = await cur.fetchone()
+                    if row is not None and row[0]:
+                        log.info("alert engine: this node is the leader")
+                        await self._lead(lock_conn)
+            except (psycopg.Error, ExceptionGroup) as exc:
+                log.warning("alert engine: %s; retrying in %.0f s", exc, self.retry_s)
+            finally:
+                self.leader.clear()
+                self.engine = None
+            await asyncio.sleep(self.retry_s)
+
+    async def _lead(self, lock_conn: psycopg.AsyncConnection[Any]) -> None:
+        async with (
+            await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True) as listen,
+            await psycopg.AsyncConnection.connect(self.conninfo) as work,
+        ):
+            await listen.execute(f"listen {store.READINGS_CHANNEL}")
+            await listen.execute(f"listen {store.EVENTS_CHANNEL}")
+            engine = Engine(self.config)
+            cursor = await self._rebuild(engine, work)
+            self.engine = engine
+            client = self._start_mqtt(asyncio.get_running_loop()) if self.mqtt_url else None
+            try:
+                async with asyncio.TaskGroup() as tasks:
+                    tasks.create_task(self._listen(listen))
+                    tasks.create_task(self._keepalive(lock_conn))
+                    self.leader.set()
+                    await self._loop(engine, work, cursor)
+            finally:
+                if client is not None:
+                    client.loop_stop()
+                    client.disconnect()
+
+    async def _rebuild(self, engine: Engine, work: psycopg.AsyncConnection[Any]) -> int:
+        now = self.clock()
+        for profile in await store.profiles(work):
+            engine.set_patient(profile, now)
+        engine.restore(await store.open_alerts(work), now)
+        cursor = await store.last_event_id(work)
+        windows = [t.window for t in self.config.trends] + [self.config.news2_freshness]
+        since = now - max(windows, default=timedelta(hours=1))
+        cur = await work.execute(
+            "select patient_id, metric, value, unit, measured_at, device_id from readings"
+            " where measured_at > %s and measured_at <= %s order by measured_at",
+            (since, now + timedelta(minutes=5)),
+        )
+        for r in await cur.fetchall():
+            engine.receive(Reading(str(r[0]), r[1], r[2], r[3], r[4], None if r[5] is None else str(r[5])), now)
+        await work.commit()
+        await self._flush(engine, work)
+        return cursor
+
+    async def _listen(self, listen: psycopg.AsyncConnection[Any]) -> None:
+        async for n in listen.notifies():
+            self._inbox.put_nowait((n.channel, n.payload))
+
+    async def _keepalive(self, lock_conn: psycopg.AsyncConnection[Any]) -> None:
+        """Leadership is the lock's session: if it dies, stop leading (the TaskGroup cancels the rest)."""
+        while True:
+            await asyncio.sleep(5.0)
+            await lock_conn.execute("select 1")
+
+    async def _loop(self, engine: Engine, work: psycopg.AsyncConnection[Any], cursor: int) -> None:
+        while True:
+            timer = engine.get_timer()
+            timeout = None if timer is None else max(0.0, (timer - self.clock()).total_seconds())
+            try:
+                first = await asyncio.wait_for(self._inbox.get(), timeout)
+            except TimeoutError:
+                batch: list[tuple[str, str]] = []
+            else:
+                batch = [first]
+                while not self._inbox.empty():
+                    batch.append(self._inbox.get_nowait())
+            now = self.clock()
+            for channel, payload in batch:
+                if channel == store.READINGS_CHANNEL:
+                    for reading in parse_readings(payload):
+                        engine.receive(reading, now)
+                elif channel == store.EVENTS_CHANNEL:
+                    cursor = await self._clinician_actions(engine, work, payload, cursor, now)
+                elif channel == "gateway":
+                    gateway_id, _, state = payload.partition(" ")
+                    engine.gateway_status(gateway_id, state == "online", now)
+            engine.handle_timer(self.clock())
+            await self._flush(engine, work)
+
+    async def _clinician_actions(
+        self, engine: Engine, work: psycopg.AsyncConnection[Any], payload: str, cursor: int, now: datetime
+    ) -> int:
+        if payload.startswith("profile:"):
+            patient = uuid.UUID(payload.removeprefix("profile:"))
+            for profile in await store.profiles(work):
+                if profile.patient_id == str(patient):
+                    engine.set_patient(profile, now)
+            await work.commit()
+            return cursor
+        if int(payload) <= cursor:
+            return cursor
+        events = await store.events_since(work, cursor)
+        await work.commit()
+        for ev in events:
+            cursor = max(cursor, ev.id)
+            key = AlertKey(str(ev.patient_id), str(ev.payload.get("rule")))
+            if ev.type == "acknowledged":
+                engine.acknowledge(key, now)
+            elif ev.type == "resolved":
+                engine.resolve(key, now)
+        return cursor
+
+    async def _flush(self, engine: Engine, work: psycopg.AsyncConnection[Any]) -> None:
+        events = []
+        while (ev := engine.next_event()) is not None:
+            events.append(ev)
+        if events:
+            stored = await store.record_engine_events(work, events)
+            self.stored_events += len(stored)
+
+    def _start_mqtt(self, loop: asyncio.AbstractEventLoop) -> Any:
+        """Subscribe to the gateways' retained status topics (paho's own thread) and forward them to the loop."""
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+        assert self.mqtt_url is not None
+        url = urlsplit(self.mqtt_url)
+        client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=f"tbib-alerts-{uuid.uuid4().hex[:8]}",
+            protocol=MQTTProtocolVersion.MQTTv5,
+        )
+        if url.username:
+            client.username_pw_set(url.username, url.password)
+
+        def on_connect(c: Any, _u: Any, _f: Any, _rc: Any, _p: Any) -> None:
+            c.subscribe(STATUS_TOPIC, qos=1)
+
+        def on_message(_c: Any, _u: Any, msg: Any) -> None:
+            parts = str(msg.topic).split("/")
+            state = bytes(msg.payload).decode("utf-8", "replace").strip()
+            if len(parts) == 5 and state in ("online", "offline"):
+                with contextlib.suppress(RuntimeError):  # the loop is closing
+                    loop.call_soon_threadsafe(self._inbox.put_nowait, ("gateway", f"{parts[3]} {state}"))
+
+        client.on_connect = on_connect
+        client.on_message = on_message
+        client.connect_async(url.hostname or "127.0.0.1", url.port or 1883)
+        client.loop_start()
+        return client

@@ -1,0 +1,102 @@
+"""Alert lifecycle over HTTP: read one alert, acknowledge, resolve (care team only, audited); patient alert profile.
+
+Lists of alerts are served by the dashboard routes (``GET /api/v1/patients/alerts``,
+``GET /api/v1/patients/{patient_id}/alerts``); live events by ``/ws/v1/alerts``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request, status
+from pydantic import BaseModel, ConfigDict, Field
+
+from teleconsult.alerts import store
+from teleconsult.alerts.errors import AlertNotFoundError, AlertStateError
+from teleconsult.api.deps import CurrentUser, PatientAccess, Pool, authorize_patient, client_addr
+from teleconsult.security import audit as audit_log
+
+router = APIRouter(tags=["alerts"])
+
+
+class Note(BaseModel):
+    """Body of acknowledge/resolve."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    note: str = Field(default="", max_length=2000)
+
+
+class AlertProfileBody(BaseModel):
+    """Per-patient alert settings (see docs/alerts.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    spo2_scale: int = Field(default=1, ge=1, le=2)
+    supplemental_oxygen: bool | None = None
+    heart_failure: bool = False
+    expected_intervals_s: dict[str, float] = Field(default_factory=dict)
+
+
+async def _authorize(request: Request, pool: Pool, user: Any, alert_id: int, action: str) -> None:
+    try:
+        async with pool.connection() as conn:
+            patient = await store.alert_patient(conn, alert_id)
+    except AlertNotFoundError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+    route = request.scope.get("route")
+    await authorize_patient(
+        pool,
+        user,
+        patient,
+        action=action,
+        resource=f"{request.method} {getattr(route, 'path', request.url.path)}",
+        client_addr=client_addr(request),
+        detail={"alert_id": alert_id},
+    )
+
+
+@router.get("/alerts/{alert_id}", summary="One alert")
+async def get_alert(alert_id: int, request: Request, user: CurrentUser, pool: Pool) -> dict[str, Any]:
+    """The alert row (care team of its patient)."""
+    await _authorize(request, pool, user, alert_id, audit_log.READ)
+    async with pool.connection() as conn:
+        return await store.get_alert(conn, alert_id)
+
+
+async def _transition(kind: str, alert_id: int, body: Note, request: Request, user: Any, pool: Pool) -> dict[str, Any]:
+    await _authorize(request, pool, user, alert_id, audit_log.WRITE)
+    fn = store.acknowledge if kind == "acknowledge" else store.resolve
+    try:
+        async with pool.connection() as conn:
+            event = await fn(conn, alert_id, user_id=user.id, note=body.note, now=datetime.now(UTC))
+    except AlertStateError as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
+    return {"event_id": event.id, "alert": event.payload}
+
+
+@router.post("/alerts/{alert_id}/acknowledge", summary="Acknowledge an alert (stops escalation)")
+async def acknowledge(alert_id: int, body: Note, request: Request, user: CurrentUser, pool: Pool) -> dict[str, Any]:
+    """open → acknowledged; 409 when already acknowledged or resolved."""
+    return await _transition("acknowledge", alert_id, body, request, user, pool)
+
+
+@router.post("/alerts/{alert_id}/resolve", summary="Resolve an alert")
+async def resolve(alert_id: int, body: Note, request: Request, user: CurrentUser, pool: Pool) -> dict[str, Any]:
+    """open/acknowledged → resolved; 409 when already resolved."""
+    return await _transition("resolve", alert_id, body, request, user, pool)
+
+
+@router.put("/patients/{patient_id}/alert-profile", summary="Set a patient's alert settings")
+async def put_profile(body: AlertProfileBody, grant: PatientAccess, pool: Pool) -> dict[str, Any]:
+    """SpO2 scale 2, oxygen, heart failure, expected measurement intervals (applied by the engine at once)."""
+    if not grant.user.is_clinician:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "only clinicians of the care team set alert profiles")
+    for metric, seconds in body.expected_intervals_s.items():
+        if not 60 <= seconds <= timedelta(days=31).total_seconds():
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, f"interval of {metric} out of range")
+    config = body.model_dump()
+    async with pool.connection() as conn:
+        await store.set_profile(conn, grant.patient_id, config)
+    return {"patient_id": str(grant.patient_id), **config}
