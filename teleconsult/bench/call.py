@@ -185,9 +185,28 @@ async def browser_calls(base: str, token: str, calls: int) -> dict[str, list[flo
     return {"first": first, "vitals": vitals, "via_rvfc": [float(v == "requestVideoFrameCallback") for v in vias]}
 
 
+async def ping_rtt(url: str, token: str, count: int = 40) -> list[float]:
+    """Signaling round trips (ping -> pong) in ms, paced under the rate limit."""
+    from websockets.asyncio.client import connect
+
+    out = []
+    async with connect(url) as ws:
+        await ws.recv()  # hello
+        await ws.send(json.dumps({"v": 1, "seq": 1, "type": "join", "token": token}))
+        await ws.recv()  # joined
+        for seq in range(2, count + 2):
+            await asyncio.sleep(0.06)
+            t0 = time.perf_counter()
+            await ws.send(json.dumps({"v": 1, "seq": seq, "type": "ping"}))
+            while json.loads(await ws.recv())["type"] != "pong":
+                pass
+            out.append((time.perf_counter() - t0) * 1000)
+    return out
+
+
 async def two_node_calls(
-    py: str, env: dict[str, str], dsn: str, agent_token: str, doctor_token: str, calls: int
-) -> list[float]:
+    py: str, env: dict[str, str], dsn: str, tokens: dict[str, str], calls: int
+) -> tuple[list[float], list[float]]:
     """Doctor on node A, agent on node B, signaling routed through PostgreSQL LISTEN/NOTIFY."""
     node_env = {**env, "TBIB_SIGNALING_PG_DSN": dsn}
     server_args = [py, "-m", "teleconsult.signaling.standalone"]
@@ -196,10 +215,11 @@ async def two_node_calls(
         _process(server_args, node_env, "SIGNALING ") as (_b, line_b),
     ):
         ws_a = line_a.split()[1].replace("http://", "ws://") + "/ws/v1/signaling"
-        agent_args = [py, "-m", "gateway_agent.consult_cli", "consult", "join", "--token", agent_token]
+        agent_args = [py, "-m", "gateway_agent.consult_cli", "consult", "join", "--token", tokens["agent"]]
         agent_args += ["--server", line_b.split()[1], "--no-camera", "--no-ice-servers", "--demo-vitals", "0.05"]
         async with _process(agent_args, env, None):
-            return (await agent_calls(ws_a, doctor_token, calls))["first"]
+            first = (await agent_calls(ws_a, tokens["doctor"], calls))["first"]
+        return first, await ping_rtt(ws_a, tokens["ping"])
 
 
 async def run(calls: int, cpu_seconds: float, with_browser: bool, pg_dsn: str | None) -> dict[str, Any]:
@@ -229,12 +249,18 @@ async def run(calls: int, cpu_seconds: float, with_browser: bool, pg_dsn: str | 
             br: dict[str, list[float]] = {"first": [], "vitals": [], "via_rvfc": []}
             if with_browser and shutil.which(CHROMIUM):
                 br = await browser_calls(base, tok(Role.DOCTOR, "dr-bench"), calls)
+        ping_token = issue_token(key=key, consultation_id="bench-ping", role=Role.DOCTOR, subject="dr-3", now=now)
+        rtt = await ping_rtt(ws, ping_token)
     two_nodes: list[float] = []
+    two_nodes_rtt: list[float] = []
     if pg_dsn:
-        cid_now = datetime.now(UTC)
-        agent_tok = issue_token(key=key, consultation_id="bench-2", role=Role.AGENT, subject="gw-2", now=cid_now)
-        doctor_tok = issue_token(key=key, consultation_id="bench-2", role=Role.DOCTOR, subject="dr-2", now=cid_now)
-        two_nodes = await two_node_calls(py, env, pg_dsn, agent_tok, doctor_tok, calls)
+        later = datetime.now(UTC)
+        tokens = {
+            "agent": issue_token(key=key, consultation_id="bench-2", role=Role.AGENT, subject="gw-2", now=later),
+            "doctor": issue_token(key=key, consultation_id="bench-2", role=Role.DOCTOR, subject="dr-2", now=later),
+            "ping": issue_token(key=key, consultation_id="bench-ping", role=Role.DOCTOR, subject="dr-3", now=later),
+        }
+        two_nodes, two_nodes_rtt = await two_node_calls(py, env, pg_dsn, tokens, calls)
     result: dict[str, Any] = {
         "bench": "call",
         "calls": calls,
@@ -249,6 +275,9 @@ async def run(calls: int, cpu_seconds: float, with_browser: bool, pg_dsn: str | 
         "vitals_latency_p95_ms": _r(pct(aio["vitals"], 95)),
         "agent_cpu_pct": _r(cpu_send),
         "agent_cpu_pct_sendrecv": _r(cpu_both),
+        "signaling_rtt_p50_ms": _r(pct(rtt, 50)),
+        "signaling_rtt_p95_ms": _r(pct(rtt, 95)),
+        "two_nodes_signaling_rtt_p50_ms": _r(pct(two_nodes_rtt, 50)),
         "two_nodes_agent_first_frame_p50_ms": _r(pct(two_nodes, 50)),
         "two_nodes_agent_first_frame_p95_ms": _r(pct(two_nodes, 95)),
         "baseline_first_frame_p50_ms": _r(pct(base_ms, 50)),
