@@ -66,6 +66,8 @@ async def get_alert(alert_id: int, request: Request, user: CurrentUser, pool: Po
 
 
 async def _transition(kind: str, alert_id: int, body: Note, request: Request, user: Any, pool: Pool) -> dict[str, Any]:
+    if not user.is_clinician:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "only clinicians acknowledge or resolve alerts")
     await _authorize(request, pool, user, alert_id, audit_log.WRITE)
     fn = store.acknowledge if kind == "acknowledge" else store.resolve
     try:
@@ -77,15 +79,19 @@ async def _transition(kind: str, alert_id: int, body: Note, request: Request, us
 
 
 @router.post("/alerts/{alert_id}/acknowledge", summary="Acknowledge an alert (stops escalation)")
-async def acknowledge(alert_id: int, body: Note, request: Request, user: CurrentUser, pool: Pool) -> dict[str, Any]:
+async def acknowledge(
+    alert_id: int, request: Request, user: CurrentUser, pool: Pool, body: Note | None = None
+) -> dict[str, Any]:
     """open → acknowledged; 409 when already acknowledged or resolved."""
-    return await _transition("acknowledge", alert_id, body, request, user, pool)
+    return await _transition("acknowledge", alert_id, body or Note(), request, user, pool)
 
 
 @router.post("/alerts/{alert_id}/resolve", summary="Resolve an alert")
-async def resolve(alert_id: int, body: Note, request: Request, user: CurrentUser, pool: Pool) -> dict[str, Any]:
+async def resolve(
+    alert_id: int, request: Request, user: CurrentUser, pool: Pool, body: Note | None = None
+) -> dict[str, Any]:
     """open/acknowledged → resolved; 409 when already resolved."""
-    return await _transition("resolve", alert_id, body, request, user, pool)
+    return await _transition("resolve", alert_id, body or Note(), request, user, pool)
 
 
 @router.put("/patients/{patient_id}/alert-profile", summary="Set a patient's alert settings")

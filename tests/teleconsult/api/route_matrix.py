@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from tests.teleconsult.alerts import matrix_support as alerts
 from tests.teleconsult.api.helpers import Seeded
 from tests.teleconsult.signaling import matrix_support as consult
 
@@ -203,4 +204,13 @@ MATRIX: dict[tuple[str, str], Entry] = {
     ("GET", "/api/v1/patients/{patient_id}/consultation-notes/{consultation_id}"): Entry(
         care_team(), params={"consultation_id": consult.consultation_id}
     ),
+    # alerts (issue 7): factories and probes in tests/teleconsult/alerts/matrix_support.py
+    ("GET", "/api/v1/alerts/{alert_id}"): Entry(care_team(), params={"alert_id": alerts.alert_id}),
+    ("POST", "/api/v1/alerts/{alert_id}/acknowledge"): Entry(
+        alerts.clinician_policy, params={"alert_id": alerts.alert_id}
+    ),
+    ("POST", "/api/v1/alerts/{alert_id}/resolve"): Entry(alerts.clinician_policy, params={"alert_id": alerts.alert_id}),
+    ("PUT", "/api/v1/patients/{patient_id}/alert-profile"): Entry(alerts.clinician_policy, body=lambda ctx: {}),
+    ("WS", "/ws/v1/alerts"): Entry(authenticated(), ws_probe=alerts.alerts_probe),
+    ("WS", "/ws/v1/vitals"): Entry(care_team(), ws_probe=alerts.vitals_probe),
 }
