@@ -26,7 +26,7 @@ from gateway_agent.ble import BleManager
 from gateway_agent.config import GatewaySettings
 from gateway_agent.outbox import Outbox
 from gateway_agent.payload import rfc3339
-from gateway_agent.publisher import BrokerParams, MqttPublisher
+from gateway_agent.publisher import BrokerParams, LinkState, MqttPublisher
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +84,8 @@ class Gateway:
             spot_recheck_s=spot_recheck_s,
         )
         self.status_interval = status_interval
+        self.flush_timeout = 3.0
+        """At stop, seconds to wait for the PUBACKs of what is still in the outbox (the rest is replayed next run)."""
         self.started_at = datetime.now(UTC)
 
     def _appended(self, _n: int) -> None:
@@ -107,6 +109,9 @@ class Gateway:
             self.ble.stop()
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.wait_for(ble_task, 10)
+            if self.publisher.state is LinkState.CONNECTED:  # flush what the last seconds captured, briefly
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.publisher.drain(), self.flush_timeout)
             await self.publisher.stop()
             self.write_status(running=False)
             self.outbox.close()

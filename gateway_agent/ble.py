@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Protocol
 
@@ -33,12 +33,12 @@ from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData
 from bleak.exc import BleakError
 from bleak_retry_connector import establish_connection
-from devices.readings import to_readings
 
 from devices.datetime_field import decode_date_time
 from devices.errors import DecodeError, DevicesError
 from devices.gatt import decode_characteristic, uuids
 from devices.gatt.racp import OpCode, ResponseCode, decode_racp, encode_racp, report_all_records, report_records_from
+from devices.readings import to_readings
 from gateway_agent.config import DeviceEntry, DeviceKind
 from gateway_agent.payload import reading_object
 from gateway_agent.publisher import Backoff
@@ -238,8 +238,10 @@ class BleManager:
             self._event("device_disconnected", address=address, device_id=entry.device_id)
 
     async def _read_clock(self, client: BleakClient, address: str) -> timedelta | None:
-        """Device clock minus gateway clock, from Date Time (0x2A08) or Current Time (0x2A2B); None if neither."""
-        for char16 in (uuids.DATE_TIME, uuids.CURRENT_TIME):
+        """Clock offset as :func:`devices.readings.to_readings` wants it: gateway UTC minus the device clock read as
+        UTC (zone and drift together), from Current Time (0x2A2B, with its 1/256 s fractions) or Date Time (0x2A08,
+        whole seconds); None when neither works."""
+        for char16 in (uuids.CURRENT_TIME, uuids.DATE_TIME):
             char = uuids.uuid16_to_str(char16)
             if client.services.get_characteristic(char) is None:
                 continue
@@ -252,13 +254,15 @@ class BleManager:
                 return None
             if device_time is None:
                 return None
-            offset = device_time - now.astimezone(UTC).replace(tzinfo=None)
+            if char16 == uuids.CURRENT_TIME and len(data) >= 9:  # CTS Exact Time 256: byte 8 = Fractions256
+                device_time += timedelta(seconds=data[8] / 256)
+            offset = now.astimezone(UTC).replace(tzinfo=None) - device_time
             st = self.status[address]
             previous = st.clock_offset_s
-            st.clock_offset_s = offset.total_seconds()
+            st.clock_offset_s = round(offset.total_seconds(), 3)
             self.sink.set_clock_offset(address, st.clock_offset_s)
             if previous is None or abs(previous - st.clock_offset_s) > 2.0:
-                self._event("clock_offset", address=address, offset_s=round(st.clock_offset_s, 3))
+                self._event("clock_offset", address=address, offset_s=st.clock_offset_s)
             return offset
         return None
 
@@ -305,9 +309,10 @@ class _Session:
             log.warning("%s: malformed 0x%04X value %s: %s", address, char16, data.hex(), exc)
             return
         received_at = mgr._clock()
+        offset = self.offset if self.offset is not None else self._stored_offset()
         try:
-            readings = to_readings(measurement, received_at=received_at, clock_offset=self.offset)
-        except DevicesError as exc:
+            readings = to_readings(measurement, received_at=received_at, clock_offset=offset or timedelta(0))
+        except (DevicesError, TypeError, ValueError) as exc:
             mgr._error(address, f"0x{char16:04X} value {data.hex()} gives no reading: {exc}")
             log.warning("%s: 0x%04X value gives no reading: %s", address, char16, exc)
             return
@@ -320,6 +325,8 @@ class _Session:
             )
             for r in readings
         ]
+        if offset is None:  # device time read as UTC: say so rather than pretend
+            readings = [replace(r, flags={**r.flags, "clock_offset_unknown": True}) for r in readings]
         seq = getattr(measurement, "sequence_number", None) if char16 == uuids.GLUCOSE_MEASUREMENT else None
         racp = (address, int(seq)) if seq is not None else None
         if objects or racp:
@@ -332,6 +339,12 @@ class _Session:
             st.last_reading = {k: last[k] for k in ("metric", "value", "unit", "measured_at")}
             if mgr._on_appended is not None:
                 mgr._on_appended(len(objects))
+
+    def _stored_offset(self) -> timedelta | None:
+        """The last offset measured in an earlier session (persisted in the outbox), if any."""
+        get = getattr(self.mgr.sink, "clock_offset", None)
+        value = get(self.entry.address) if get is not None else None
+        return None if value is None else timedelta(seconds=float(value))
 
     def _racp(self, data: bytes) -> None:
         try:

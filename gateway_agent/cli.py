@@ -236,3 +236,23 @@ def cmd_status(args: argparse.Namespace) -> int:
         )
     sys.stdout.write("\n".join(out) + "\n")
     return 1 if stale else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Standalone entry (``python -m gateway_agent.cli gateway run ...``) for boxes without the server stack."""
+    parser = argparse.ArgumentParser(prog="tbib")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    add_parser(sub)
+    args = parser.parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        code: int = args.func(args)
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -202,12 +202,12 @@ class Outbox:
         self._set_device_value("racp_last_seq", address, int(seq))
 
     def clock_offset(self, address: str) -> float | None:
-        """The last measured offset (seconds, device clock minus gateway clock) of this device."""
+        """The last measured clock offset (seconds, gateway UTC minus the device clock read as UTC) of this device."""
         value = self._device_value("clock_offset_s", address)
         return None if value is None else float(value)
 
     def set_clock_offset(self, address: str, offset_s: float) -> None:
-        """Persist the measured clock offset (seconds, device clock minus gateway clock)."""
+        """Persist the measured clock offset (seconds, gateway UTC minus the device clock read as UTC)."""
         self._set_device_value("clock_offset_s", address, float(offset_s))
 
     def integrity_check(self) -> str:

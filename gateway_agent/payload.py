@@ -20,7 +20,9 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, Final, Protocol
+from typing import Any, Final
+
+from devices.readings import Reading
 
 PAYLOAD_VERSION: Final = 1
 TOPIC_ROOT: Final = "tbib/v1/gw"
@@ -44,25 +46,6 @@ def events_topic(gateway_id: str) -> str:
 def commands_topic(gateway_id: str) -> str:
     """``tbib/v1/gw/{gateway_id}/commands`` (server to gateway)."""
     return f"{TOPIC_ROOT}/{gateway_id}/commands"
-
-
-class ReadingLike(Protocol):
-    """What the payload needs from a :class:`devices.readings.Reading`."""
-
-    @property
-    def metric(self) -> str: ...
-    @property
-    def value(self) -> float: ...
-    @property
-    def unit(self) -> str: ...
-    @property
-    def measured_at(self) -> datetime: ...
-    @property
-    def device_time(self) -> datetime | None: ...
-    @property
-    def flags(self) -> Any: ...
-    @property
-    def group(self) -> Any: ...
 
 
 def rfc3339(moment: datetime) -> str:
@@ -108,16 +91,14 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def reading_object(
-    reading: ReadingLike, *, address: str, model: str, serial: str, received_at: datetime
-) -> dict[str, Any]:
+def reading_object(reading: Reading, *, address: str, model: str, serial: str, received_at: datetime) -> dict[str, Any]:
     """The payload object of one reading (without ``id``: the outbox assigns it at capture)."""
     return {
         "device": {"address": address, "model": model, "serial": serial},
         "metric": reading.metric,
         "value": float(reading.value),
         "unit": reading.unit,
-        "measured_at": rfc3339(reading.measured_at),
+        "measured_at": rfc3339(reading.measured_at or received_at),
         "device_time": device_time_text(reading.device_time),
         "received_at": rfc3339(received_at),
         "group": None if reading.group is None else str(reading.group),

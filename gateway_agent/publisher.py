@@ -229,6 +229,7 @@ class MqttPublisher:
         self._events: deque[bytes] = deque(maxlen=1000)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
+        self._stopping = False
         self.auth_backoff_floor = auth_backoff_floor
         self._clock = clock
         self._wake = asyncio.Event()
@@ -251,6 +252,7 @@ class MqttPublisher:
 
     async def stop(self) -> None:
         """Publish ``offline`` (retained), disconnect and stop. Un-acknowledged readings stay in the outbox."""
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -391,7 +393,7 @@ class MqttPublisher:
 
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: ReasonCode, _p: Properties | None) -> None:
         if self.state is LinkState.CONNECTED:
-            log.warning("link to broker lost: %s", reason.getName())
+            (log.info if self._stopping else log.warning)("link to broker closed: %s", reason.getName())
             self.state = LinkState.DISCONNECTED
         self._connected.clear()
         self._link_lost.set()
