@@ -10,13 +10,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Final
 
 from teleconsult.errors import SignalingProtocolError, TokenError
 from teleconsult.signaling.messages import MAX_FRAME_BYTES, PROTOCOL_VERSION, Join, client_seq, parse_frame
-from teleconsult.signaling.rooms import CLOSE_POLICY, Close, ConnId, Outgoing, Room, Send, error_frame
+from teleconsult.signaling.rooms import (
+    CLOSE_POLICY,
+    Close,
+    ConnId,
+    Outgoing,
+    Record,
+    RecordKind,
+    Room,
+    Send,
+    error_frame,
+)
 from teleconsult.signaling.tokens import verify_token
 from teleconsult.signaling.turn import IceConfig
+
+ENDED_MEMORY: Final = timedelta(days=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +88,8 @@ class SignalingCore:
         self.config = config
         self.rooms: dict[str, Room] = {}
         self.connections: dict[ConnId, Connection] = {}
+        #: Consultations ended by the doctor, with the end time: their still-valid tokens must not reopen them.
+        self.ended: dict[str, datetime] = {}
 
     # ----- inputs -------------------------------------------------------------------------------------------------
     def connect(self, conn: ConnId, now: datetime) -> list[Outgoing]:
@@ -112,6 +126,10 @@ class SignalingCore:
             except TokenError as exc:
                 return self._stamp(self._refuse(conn, state, exc.code, str(exc), message.seq), now)
             state.violations = 0
+            self._forget_ended(now)
+            if claims.consultation_id in self.ended:
+                detail = "this consultation has ended"
+                return self._stamp([Send(conn, error_frame("ended", detail, message.seq))], now)
             room = self.rooms.get(claims.consultation_id)
             if room is None:
                 room = Room(claims.consultation_id, ice=self.config.ice, grace=self.config.grace)
@@ -161,9 +179,18 @@ class SignalingCore:
         for action in out:
             if isinstance(action, Close) and (state := self.connections.get(action.conn)) is not None:
                 state.consultation_id = None
+        for action in out:
+            if isinstance(action, Record) and action.kind is RecordKind.ENDED:
+                self.ended[room.consultation_id] = action.at
         if room.is_empty():
             self.rooms.pop(room.consultation_id, None)
         return out
+
+    def _forget_ended(self, now: datetime) -> None:
+        """Ended consultations are remembered for a day: longer than any join token lives."""
+        for cid, at in list(self.ended.items()):
+            if now - at > ENDED_MEMORY:
+                del self.ended[cid]
 
     def _stamp(self, out: list[Outgoing], now: datetime) -> list[Outgoing]:
         stamped: list[Outgoing] = []

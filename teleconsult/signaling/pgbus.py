@@ -27,6 +27,8 @@ from typing import Any, Final
 import psycopg
 from psycopg import AsyncConnection
 
+from teleconsult.errors import SignalingError
+
 log = logging.getLogger(__name__)
 
 CHANNEL: Final = "tbib_signaling"
@@ -109,13 +111,16 @@ class PgInputLog:
         """NOTIFY one input (chunks in one transaction)."""
         assert self._notify is not None
         payloads = encode_chunks(message)
-        async with self._lock:
-            if len(payloads) == 1:
-                await self._notify.execute("select pg_notify(%s, %s)", (self.channel, payloads[0]))
-                return
-            async with self._notify.transaction():
-                for payload in payloads:
-                    await self._notify.execute("select pg_notify(%s, %s)", (self.channel, payload))
+        try:
+            async with self._lock:
+                if len(payloads) == 1:
+                    await self._notify.execute("select pg_notify(%s, %s)", (self.channel, payloads[0]))
+                    return
+                async with self._notify.transaction():
+                    for payload in payloads:
+                        await self._notify.execute("select pg_notify(%s, %s)", (self.channel, payload))
+        except psycopg.Error as exc:
+            raise SignalingError(f"cannot publish to PostgreSQL: {exc}", code="unavailable") from exc
 
     async def aclose(self) -> None:
         """Stop listening and close both connections."""

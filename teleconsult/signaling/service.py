@@ -23,6 +23,7 @@ from typing import Any, Final, Protocol
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from teleconsult.errors import SignalingError
 from teleconsult.signaling.core import SignalingConfig, SignalingCore
 from teleconsult.signaling.rooms import Close, ConnId, Outgoing, Record, Send
 
@@ -163,9 +164,13 @@ class SignalingService:
                 await self._input("receive", conn, raw)
         except (WebSocketDisconnect, RuntimeError, OSError) as exc:
             log.debug("signaling connection %s ended: %r", conn, exc)
+        except SignalingError as exc:  # the shared input log is unavailable
+            log.warning("signaling connection %s closed: %s", conn, exc)
+            with contextlib.suppress(RuntimeError, OSError):
+                await ws.close(1011, "signaling unavailable")
         finally:
             self._outboxes.pop(conn, None)
-            with contextlib.suppress(OSError, RuntimeError):
+            with contextlib.suppress(OSError, RuntimeError, SignalingError):
                 await self._input("disconnect", conn)
             if not writer.done():
                 writer.cancel()
@@ -193,7 +198,8 @@ class SignalingService:
             except asyncio.QueueFull:
                 log.warning("signaling connection %s is not reading: closing it", action.conn)
                 outbox.closing = True
-                outbox.queue = asyncio.Queue(1)
+                while not outbox.queue.empty():
+                    outbox.queue.get_nowait()
                 outbox.queue.put_nowait((1013, "too slow"))
         self._wake.set()
 
@@ -248,7 +254,7 @@ class SignalingService:
                 self._dispatch(self.core.handle_timer(now))
             elif not self._wake.is_set():  # every node may publish a timer input: applying it twice is harmless
                 self._timer_published = deadline
-                with contextlib.suppress(OSError, RuntimeError):
+                with contextlib.suppress(OSError, RuntimeError, SignalingError):
                     await self._input("timer", None)
 
     async def aclose(self) -> None:

@@ -352,3 +352,16 @@ def test_patient_end_flag_only_leaves() -> None:
     d.send(P, "bye", end=True)
     assert d.last(D)["type"] == "peer-left"
     assert "c1" in d.core.rooms
+
+
+def test_ended_consultation_cannot_be_reopened_with_a_valid_token() -> None:
+    d = admitted_call()
+    d.send(D, "bye", end=True)
+    assert d.core.rooms == {}
+    d.join(8, Role.DOCTOR)
+    assert d.last(8)["code"] == "ended"
+    assert "c1" in d.core.ended
+    d.tick(24 * 3600 + 1)
+    d.join(9, Role.DOCTOR)  # a day later (longer than any join token lives) the memory is dropped
+    assert d.last(9)["type"] == "joined"
+    assert d.core.ended == {}
