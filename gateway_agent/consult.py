@@ -185,7 +185,13 @@ class ConsultAgent:
                     await self._send("join", token=self.config.token)
                     failures = 0
                     async for raw in ws:
-                        reason = await self._on_frame(json.loads(raw))
+                        try:
+                            reason = await self._on_frame(json.loads(raw))
+                        except ConsultError as exc:
+                            if self.stats.joins == 0 or not self._media_flowing():
+                                raise
+                            # A rejoin was refused (e.g. the token expired during a long call): keep the call.
+                            return await self._media_only(f"signaling lost ({exc.code})")
                         if reason is not None:
                             return reason
             except (OSError, InvalidHandshake, TimeoutError) as exc:
@@ -200,9 +206,22 @@ class ConsultAgent:
                 break
             failures += 1
             if failures > self.config.reconnect_attempts:
+                if self._media_flowing():
+                    return await self._media_only("signaling unreachable")
                 raise ConsultError(f"signaling unreachable after {failures - 1} reconnect attempts")
             await asyncio.sleep(min(0.25 * 2**failures, 5.0))
         return "stopped"
+
+    def _media_flowing(self) -> bool:
+        return self.pc is not None and self.pc.connectionState == "connected"
+
+    async def _media_only(self, why: str) -> str:
+        """Without signaling the call cannot be renegotiated, but the media path is peer to peer: keep it."""
+        log.warning("%s: keeping the call until its connection ends", why)
+        while not self._stopping.is_set() and self._media_flowing():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), 0.5)
+        return why
 
     async def _on_frame(self, frame: dict[str, Any]) -> str | None:
         kind = frame.get("type")

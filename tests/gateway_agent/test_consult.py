@@ -142,3 +142,30 @@ async def test_signaling_drop_reclaims_the_seat_and_media_keeps_flowing(server: 
         assert agent.stats.offers == 1  # connected: no renegotiation was needed
         await agent.stop()
     assert await asyncio.wait_for(run, 10) == "stopped"
+
+
+async def test_refused_rejoin_keeps_a_connected_call(server: str) -> None:
+    from datetime import timedelta
+
+    short = issue_token(
+        key=KEY, consultation_id="c6", role=Role.AGENT, subject="gw-1", now=datetime.now(UTC), ttl=timedelta(seconds=2)
+    )
+    agent = ConsultAgent(ConsultConfig(server=server, token=short, camera=None, ice_servers=[]))
+    run = asyncio.create_task(agent.run())
+    async with AiortcDoctor(server, tok(Role.DOCTOR, "dr-1", "c6")) as doctor:
+        await asyncio.wait_for(doctor.peer_joined.wait(), 10)
+        metrics = await doctor.call("patient")
+        await asyncio.wait_for(metrics.first_frame_event.wait(), 10)
+        await asyncio.sleep(2.1)  # the join token has expired
+        assert agent._ws is not None
+        await agent._ws.close(code=4999)
+        for _ in range(100):
+            if "token-expired" in agent.stats.errors:
+                break
+            await asyncio.sleep(0.02)
+        frames = metrics.frames
+        await asyncio.sleep(0.5)
+        assert metrics.frames > frames  # still streaming without signaling
+        assert not run.done()
+        await doctor.hangup()  # the call ends: the agent ends too
+        assert (await asyncio.wait_for(run, 30)).startswith("signaling lost")
