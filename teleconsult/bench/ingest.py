@@ -133,6 +133,39 @@ def latency_quantiles(before: dict[str, float], after: dict[str, float]) -> tupl
     return quantile_from_buckets(LATENCY_BUCKETS, counts, 0.5), quantile_from_buckets(LATENCY_BUCKETS, counts, 0.99)
 
 
+class CpuMeter:
+    """CPU seconds (user + system) used by the ingest workers, the broker and the database backends of the run."""
+
+    def __init__(self, dsn: str, workers: list[int], broker: int | None) -> None:
+        self.dsn, self.workers, self.broker = dsn, workers, broker
+
+    def _pids(self) -> dict[str, list[int]]:
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            rows = conn.execute(
+                "select pid from pg_stat_activity where datname = current_database() and pid <> pg_backend_pid()"
+            ).fetchall()
+        out = {"ingest": self.workers, "postgres": [int(r[0]) for r in rows]}
+        if self.broker is not None:
+            out["broker"] = [self.broker]
+        return out
+
+    def sample(self) -> dict[str, float]:
+        """Cumulative CPU seconds per role (processes that vanished count as 0)."""
+        import psutil
+
+        out: dict[str, float] = {}
+        for role, pids in self._pids().items():
+            total = 0.0
+            for pid in pids:
+                try:
+                    t = psutil.Process(pid).cpu_times()
+                except psutil.Error:
+                    continue
+                total += t.user + t.system
+            out[role] = total
+        return out
+
+
 def enrol(dsn: str, n: int) -> list[tuple[int, str, str, uuid.UUID]]:
     """``n`` patients, each with a gateway and a pulse oximeter; returns (index, gateway id, address, patient id)."""
     out = []
@@ -157,6 +190,7 @@ def run_phase(
     gateways: list[tuple[int, str, str, uuid.UUID]],
     ports: list[int],
     *,
+    cpu: CpuMeter,
     publishers: int,
     per_message: int,
     seconds: float,
@@ -190,6 +224,7 @@ def run_phase(
     done_before = before.get("tbib_ingest_readings_accepted_total", 0) + before.get(
         "tbib_ingest_readings_duplicate_total", 0
     )
+    cpu0 = cpu.sample()
     go.set()
     reports = [results.get(timeout=seconds + 120) for _ in procs]
     for p in procs:
@@ -211,6 +246,9 @@ def run_phase(
             break
         time.sleep(0.05)
     committed_at = time.time()
+    cpu1 = cpu.sample()
+    used = {role: cpu1[role] - cpu0.get(role, 0.0) for role in cpu1}
+    used["publishers"] = sum(r["cpu_s"] for r in reports)
     p50, p99 = latency_quantiles(before, after)
     elapsed = committed_at - began
     log(f"{name}: {readings} readings in {elapsed:.1f} s -> {readings / elapsed:,.0f}/s (p50 {p50}, p99 {p99})")
@@ -224,6 +262,8 @@ def run_phase(
         "publish_readings_per_s": round(readings / max(last_publish - began, 1e-9)),
         "p50_ms": None if p50 is None else round(p50 * 1000, 1),
         "p99_ms": None if p99 is None else round(p99 * 1000, 1),
+        "cpu_us_per_reading": {k: round(v / max(readings, 1) * 1e6, 2) for k, v in used.items()},
+        "cpu_cores_busy": {k: round(v / elapsed, 2) for k, v in used.items()},
         "batches": int(after.get("tbib_ingest_batches_total", 0) - before.get("tbib_ingest_batches_total", 0)),
         "sent": sent,
         "tag": TAGS[name],
@@ -372,12 +412,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             time.sleep(0.2)
         time.sleep(0.5)
         log(f"{args.workers} workers up; database {name}; broker {mqtt_url}")
-        common = {"publishers": args.publishers}
+        cpu = CpuMeter(dsn, [w.pid for w in workers], broker.proc.pid if broker else None)
+        common: dict[str, Any] = {"publishers": args.publishers, "cpu": cpu}
         steady = run_phase(
             "steady", mqtt_url, gateways, ports, per_message=10, seconds=args.seconds, rate=None, **common
         )
         backlog = run_phase(
-            "backlog", mqtt_url, gateways, ports, per_message=100, seconds=args.backlog_seconds, rate=None, **common
+            "backlog",
+            mqtt_url,
+            gateways,
+            ports,
+            per_message=100,
+            seconds=args.backlog_seconds,
+            rate=None,
+            **common,
         )
         half = steady["messages"] / steady["seconds"] / 2
         latency = run_phase(

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal, NamedTuple, Protocol
 
@@ -57,13 +57,20 @@ class StaticVocabulary:
 
 @dataclass(frozen=True, slots=True)
 class FunctionVocabulary:
-    """A :class:`Vocabulary` over a metric collection and a ``(metric, unit) -> bool`` predicate."""
+    """A :class:`Vocabulary` over a metric collection and a ``(metric, unit) -> bool`` predicate (memoized: only
+    accepted pairs are remembered, so the memo is bounded by the vocabulary)."""
 
     metrics: Collection[str]
     predicate: Callable[[str, str], bool]
+    accepted: set[tuple[str, str]] = field(default_factory=set)
 
     def unit_ok(self, metric: str, unit: str) -> bool:
-        return self.predicate(metric, unit)
+        if (metric, unit) in self.accepted:
+            return True
+        if self.predicate(metric, unit):
+            self.accepted.add((metric, unit))
+            return True
+        return False
 
 
 def default_vocabulary() -> Vocabulary:
@@ -74,17 +81,15 @@ def default_vocabulary() -> Vocabulary:
 
 
 class ValidReading(NamedTuple):
-    """One reading that passed every check except the device binding; text fields are COPY-safe."""
+    """One reading that passed every check except the device binding.
+
+    ``row`` is its COPY text row from ``metric`` on (see :data:`STAGING_COLUMNS`); :func:`copy_rows` prepends the
+    patient and device ids once the device's binding is known.
+    """
 
     address: str
     reading_id: str
-    metric: str
-    value: str
-    unit: str
-    measured_at: str
-    received_at: str
-    group_id: str
-    flags: str
+    row: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,28 +128,31 @@ def _parse_time(value: object) -> datetime | None:
     return t if t.tzinfo is not None else None
 
 
-def _check_reading(r: object, vocab: Vocabulary, metrics: Collection[str], latest: datetime) -> ValidReading | str:
-    """A :class:`ValidReading` or the reason it is refused (pure, ordered like the pydantic model's fields)."""
+def _check_reading(r: object, vocab: Vocabulary, latest: datetime) -> ValidReading | str:
+    """A :class:`ValidReading` or the reason it is refused (pure; the hot path: keep it lean)."""
     if not isinstance(r, dict):
         return "not an object"
     rid = r.get("id")
     if not isinstance(rid, str) or not _UUID_RE.fullmatch(rid):
         return "id must be a UUID string"
     device = r.get("device")
-    if not isinstance(device, dict):
-        return "device must be an object"
-    address = device.get("address")
-    if not isinstance(address, str) or not _SAFE_TEXT_RE.fullmatch(address):
+    address = device.get("address") if isinstance(device, dict) else None
+    if not isinstance(address, str) or not 0 < len(address) <= 64:
         return "device.address must be a non-empty string (max 64)"
     metric = r.get("metric")
-    if not isinstance(metric, str) or metric not in metrics:
-        return f"unknown metric {str(metric)[:40]!r}"
-    value = r.get("value")
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        return "value must be a finite number"
     unit = r.get("unit")
-    if not isinstance(unit, str) or not _SAFE_TEXT_RE.fullmatch(unit) or not vocab.unit_ok(metric, unit):
+    # accepted (metric, unit) pairs come from the vocabulary: plain UCUM codes, safe in COPY text
+    if not isinstance(metric, str) or not isinstance(unit, str) or not vocab.unit_ok(metric, unit):
+        if not isinstance(metric, str) or metric not in vocab.metrics:
+            return f"unknown metric {str(metric)[:40]!r}"
         return f"wrong unit {str(unit)[:40]!r} for {metric}"
+    value: Any = r.get("value")
+    kind = value.__class__  # bool is not int here, on purpose
+    if kind is int:
+        if not -1e308 < value < 1e308:
+            return "value must be a finite number"
+    elif kind is not float or not math.isfinite(value):
+        return "value must be a finite number"
     m_raw = r.get("measured_at")
     measured = _parse_time(m_raw)
     if measured is None:
@@ -154,10 +162,10 @@ def _check_reading(r: object, vocab: Vocabulary, metrics: Collection[str], lates
     rec_raw = r.get("received_at")
     if rec_raw is None:
         received = "\\N"
-    elif _parse_time(rec_raw) is None:
-        return "received_at must be an ISO 8601 time with a UTC offset or null"
+    elif rec_raw == m_raw or _parse_time(rec_raw) is not None:
+        received = rec_raw
     else:
-        received = str(rec_raw)
+        return "received_at must be an ISO 8601 time with a UTC offset or null"
     group = r.get("group")
     if group is None:
         group_id = "\\N"
@@ -175,7 +183,9 @@ def _check_reading(r: object, vocab: Vocabulary, metrics: Collection[str], lates
         flags_text = dumped.replace("\\", "\\\\")
     else:
         return "flags must be an object or null"
-    return ValidReading(address, rid, metric, repr(float(value)), unit, str(m_raw), received, group_id, flags_text)
+    return ValidReading(
+        address, rid, f"{metric}\t{float(value)!r}\t{unit}\t{m_raw}\t{received}\t{rid}\t{group_id}\t{flags_text}\n"
+    )
 
 
 def decode_batch(
@@ -204,11 +214,10 @@ def decode_batch(
     if sent is None:
         return Rejected(gw, "sent_at must be an ISO 8601 time with a UTC offset")
     latest = now + MAX_FUTURE
-    metrics = vocab.metrics
     valid: list[ValidReading] = []
     rejects: list[str] = []
     for i, r in enumerate(readings):
-        checked = _check_reading(r, vocab, metrics, latest)
+        checked = _check_reading(r, vocab, latest)
         if isinstance(checked, str):
             rejects.append(f"readings[{i}]: {checked}")
         else:
@@ -241,10 +250,7 @@ def copy_rows(decoded: Decoded, bindings: Mapping[tuple[str, str], Binding]) -> 
         if prefix is None:
             rejects.append(f"reading {r.reading_id}: device {r.address!r} is not enrolled to gateway {gw!r}")
             continue
-        lines.append(
-            f"{prefix}{r.metric}\t{r.value}\t{r.unit}\t{r.measured_at}\t{r.received_at}\t{r.reading_id}\t"
-            f"{r.group_id}\t{r.flags}\n"
-        )
+        lines.append(prefix + r.row)
     return lines, rejects
 
 
