@@ -1,4 +1,4 @@
-"""`tbib db`: database schema (``upgrade``, ``status``).
+"""`tbib db`: database schema (``upgrade``, ``status``) and retention (``retention``).
 
 The DSN comes from ``--dsn`` or ``TBIB_DATABASE_URL`` (then ``TBIB_TEST_DSN``, handy with ``scripts/services.sh``).
 """
@@ -46,6 +46,19 @@ def add_parser(sub: Any) -> None:
     st.add_argument("--json", action="store_true", help="print one JSON object")
     st.set_defaults(func=_status)
 
+    rt = dsub.add_parser("retention", help="delete readings past their retention (the server also runs this hourly)")
+    rt.add_argument("--dsn", help="PostgreSQL connection string (default: $TBIB_DATABASE_URL)")
+    rt.add_argument("--default-days", type=int, default=5 * 365, help="keep metrics of no family this long (5 years)")
+    rt.add_argument(
+        "--rule",
+        action="append",
+        default=[],
+        metavar="FAMILY:METRIC[,METRIC...]:DAYS",
+        help="a family with its own retention, e.g. beat_to_beat:rr_interval:90 (default: that one)",
+    )
+    rt.add_argument("--json", action="store_true", help="print one JSON object")
+    rt.set_defaults(func=_retention)
+
 
 def _upgrade(args: argparse.Namespace) -> int:
     import psycopg
@@ -86,4 +99,45 @@ def _status(args: argparse.Namespace) -> int:
         for name, applied in rows:
             print(f"{'applied' if applied else 'pending'}  {name}")
         print(f"flavour: {flavour or '(not upgraded yet)'}")
+    return 0
+
+
+def _retention(args: argparse.Namespace) -> int:
+    import asyncio
+    from datetime import UTC, datetime, timedelta
+
+    import psycopg
+    from psycopg_pool import AsyncConnectionPool
+
+    from teleconsult.store.retention import DEFAULT_POLICY, RetentionPolicy, RetentionRule, apply_retention
+
+    rules = []
+    for text in args.rule:
+        try:
+            family, metrics, days = text.split(":")
+            rules.append(RetentionRule(family, frozenset(metrics.split(",")), timedelta(days=int(days))))
+        except ValueError as exc:
+            raise CliError(f"bad --rule {text!r} (expected FAMILY:METRIC[,METRIC...]:DAYS)", exit_code=2) from exc
+    policy = RetentionPolicy(
+        rules=tuple(rules) if rules else DEFAULT_POLICY.rules, default_keep=timedelta(days=args.default_days)
+    )
+    dsn = dsn_from(args)
+
+    async def run() -> dict[str, object]:
+        async with AsyncConnectionPool(dsn, min_size=1, max_size=1, open=False) as pool:
+            r = await apply_retention(pool, policy, datetime.now(UTC))
+        return {
+            "dropped_chunks": r.dropped_chunks,
+            "deleted_rows": r.deleted_rows,
+            "dead_letters": r.dead_letters_deleted,
+        }
+
+    try:
+        report = asyncio.run(run())
+    except psycopg.OperationalError as exc:
+        raise CliError(f"cannot connect to the database: {exc}".strip()) from exc
+    if args.json:
+        print_json(report)
+    else:
+        print(report)
     return 0

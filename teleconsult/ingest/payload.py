@@ -176,6 +176,8 @@ def _check_reading(r: object, vocab: Vocabulary, latest: datetime) -> ValidReadi
     flags = r.get("flags")
     if flags is None:
         flags_text = "\\N"
+    elif flags == {}:
+        flags_text = "{}"
     elif isinstance(flags, dict):
         dumped = orjson.dumps(flags).decode()
         if "\\u0000" in dumped:

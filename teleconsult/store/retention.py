@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from psycopg_pool import AsyncConnectionPool
@@ -103,3 +103,23 @@ async def _delete(conn: Any, *, metrics: list[str], inside: bool, cutoff: dateti
         total += n
         if n < batch:
             return total
+
+
+async def retention_loop(
+    pool: AsyncConnectionPool[Any], policy: RetentionPolicy = DEFAULT_POLICY, *, every: timedelta = timedelta(hours=1)
+) -> None:
+    """Apply ``policy`` now and then every ``every``, forever (the server runs it as a task and cancels it on stop).
+
+    Errors are logged and retried at the next tick: retention must never take the server down.
+    """
+    import asyncio
+    import logging
+
+    log = logging.getLogger(__name__)
+    while True:
+        try:
+            report = await apply_retention(pool, policy, datetime.now(UTC))
+            log.info("retention: %s", report)
+        except Exception:
+            log.exception("retention run failed")
+        await asyncio.sleep(every.total_seconds())

@@ -151,3 +151,24 @@ def test_huge_integer_value_is_refused_not_crashing() -> None:
     r["value"] = 10**400
     d = decode(json.dumps({"v": 1, "gateway_id": "gw-1", "sent_at": "2026-11-29T10:00:00Z", "readings": [r]}).encode())
     assert isinstance(d, Decoded | Rejected)
+
+
+def test_the_gateway_agents_own_payload_is_accepted() -> None:
+    """Contract check against gateway_agent.payload (the real publisher) and devices.codes (the real vocabulary)."""
+    import orjson
+
+    from devices.readings import Reading
+    from gateway_agent.payload import encode_batch, reading_object
+    from teleconsult.ingest.payload import default_vocabulary
+
+    group = str(uuid.uuid4())
+    bodies = []
+    for metric, value, unit in (("systolic_bp", 138.0, "mm[Hg]"), ("diastolic_bp", 85.0, "mm[Hg]")):
+        r = Reading(metric, value, unit, T, datetime(2026, 11, 29, 10, 54, 58), {"cuff_too_loose": True}, group)
+        obj = {"id": str(uuid.uuid4()), **reading_object(r, address="AA:01", model="BP", serial="1", received_at=T)}
+        bodies.append(orjson.dumps(obj).decode())
+    payload = encode_batch("gw-1", NOW, bodies)
+    d = decode_batch("tbib/v1/gw/gw-1/readings", payload, vocab=default_vocabulary(), now=NOW)
+    assert isinstance(d, Decoded)
+    assert d.rejects == []
+    assert len(d.readings) == 2
