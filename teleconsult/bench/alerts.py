@@ -1,0 +1,394 @@
+"""`tbib bench alerts`: latency from a reading's MQTT publish to the alert frame on doctors' websockets.
+
+Path measured (every part a real process): probe publish (paho, QoS 1) -> private Mosquitto -> `tbib ingest` (COPY,
+commit) -> trigger NOTIFY on ``latest_readings`` -> alert engine leader in `tbib server` -> alert store (commit +
+NOTIFY) -> hub -> ``/ws/v1/alerts`` frame received by the benchmark's websocket clients.
+
+Two phases in the same run: a *baseline* (no background load, one dashboard) and the *loaded* phase (simulated
+gateways publishing ``--rate`` readings/s through the same broker and ingest, and ``--dashboards`` websockets of doctors
+all on the probe patient's care team, so each probe alert fans out to every one of them). A probe is a systolic
+pressure of 230 mmHg (raises ``systolic_bp`` at once), followed by 120 mmHg to clear it before the next probe.
+Latency = frame arrival time - publish time, on every dashboard socket. The last stdout line is the JSON result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+import psycopg
+
+from teleconsult.alerts.service import LEADER_LOCK
+from teleconsult.bench.ingest import REPO, Broker, enrol, free_port, project_dsn
+from teleconsult.bench.loadgen import Job, publisher_process
+from teleconsult.security import tokens
+from teleconsult.security.models import Role
+from teleconsult.store.migrate import upgrade
+
+SECRET = "bench-secret-key-0123456789-abcdefghijklmnopqrstu"  # noqa: S105 - throwaway database of the benchmark
+PROBE_GW = "bench-probe-gw"
+PROBE_ADDR = "PR:0B:E0:00:00:01"
+
+
+def log(msg: str) -> None:
+    """Progress on stderr (stdout carries the result)."""
+    print(f"bench alerts: {msg}", file=sys.stderr, flush=True)
+
+
+def quantile(values: list[float], q: float) -> float | None:
+    """Nearest-rank quantile (None for no values)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered) + 0.5) - 1))]
+
+
+def setup_people(dsn: str, dashboards: int) -> tuple[uuid.UUID, list[str]]:
+    """The probe patient (gateway + cuff) and ``dashboards`` doctors on its care team; returns their access tokens."""
+    now = datetime.now(UTC)
+    out: list[str] = []
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("insert into patients (display_name) values ('Probe') returning id").fetchone()
+        assert row is not None
+        patient = uuid.UUID(str(row[0]))
+        conn.execute("insert into gateways (id, patient_id) values (%s, %s)", (PROBE_GW, patient))
+        conn.execute(
+            "insert into devices (gateway_id, patient_id, address, model, kind) values (%s, %s, %s, 'SIM-BP', 'bp')",
+            (PROBE_GW, patient, PROBE_ADDR),
+        )
+        for i in range(dashboards):
+            urow = conn.execute(
+                "insert into users (username, role, password_hash) values (%s, 'doctor', 'x') returning id",
+                (f"bench-dr-{i:04d}",),
+            ).fetchone()
+            assert urow is not None
+            user = uuid.UUID(str(urow[0]))
+            conn.execute(
+                "insert into care_team (clinician_id, patient_id, valid_from) values (%s, %s, %s)",
+                (user, patient, now - timedelta(days=1, seconds=-i)),
+            )
+            session = uuid.uuid4()
+            conn.execute(
+                "insert into auth_sessions (id, user_id, refresh_hash, created_at, last_used_at, expires_at)"
+                " values (%s, %s, %s, %s, %s, %s)",
+                (session, user, b"\0" * 32, now, now, now + timedelta(hours=2)),
+            )
+            out.append(
+                tokens.issue_access_token(
+                    secret=SECRET,
+                    issuer="tbib",
+                    user_id=user,
+                    session_id=session,
+                    role=Role.DOCTOR,
+                    now=now,
+                    ttl_s=7200,
+                )
+            )
+    return patient, out
+
+
+def probe_payload(value: float, at: datetime) -> bytes:
+    """One payload v1 batch with one systolic reading of the probe cuff."""
+    t = at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    reading = {
+        "id": str(uuid.uuid4()),
+        "device": {"address": PROBE_ADDR, "model": "SIM-BP", "serial": "P1"},
+        "metric": "systolic_bp",
+        "value": value,
+        "unit": "mm[Hg]",
+        "measured_at": t,
+        "device_time": None,
+        "received_at": t,
+        "group": None,
+        "flags": None,
+    }
+    return json.dumps({"v": 1, "gateway_id": PROBE_GW, "sent_at": t, "readings": [reading]}).encode()
+
+
+class Dashboards:
+    """``n`` websocket clients of /ws/v1/alerts; records the arrival time of each probe's "raised" frame."""
+
+    def __init__(self) -> None:
+        self.arrivals: dict[str, list[float]] = {}
+        self.cleared: dict[str, int] = {}
+        self.sockets: list[Any] = []
+        self.tasks: list[asyncio.Task[None]] = []
+        self.changed = asyncio.Event()
+
+    async def wait_until(self, done: Any, seconds: float) -> None:
+        """Wait until ``done()`` is true (re-checked on each received frame) or ``seconds`` passed."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while not done() and (left := deadline - loop.time()) > 0:
+            self.changed.clear()
+            try:
+                await asyncio.wait_for(self.changed.wait(), left)
+            except TimeoutError:
+                return
+
+    async def open(self, url: str, tokens_: list[str]) -> None:
+        from websockets.asyncio.client import connect
+
+        for token in tokens_:
+            ws = await connect(f"{url}/ws/v1/alerts?token={token}", max_queue=None)
+            hello = json.loads(await ws.recv())
+            assert hello["type"] == "hello", hello
+            self.sockets.append(ws)
+            self.tasks.append(asyncio.create_task(self._read(ws)))
+
+    async def _read(self, ws: Any) -> None:
+        async for raw in ws:
+            now = time.time()
+            frame = json.loads(raw)
+            if frame.get("type") != "alert" or frame["alert"]["rule"] != "systolic_bp":
+                continue
+            self.changed.set()
+            details = frame["alert"]["details"]
+            if frame["event"] == "raised":
+                self.arrivals.setdefault(str(details.get("measured_at")), []).append(now)
+            elif frame["event"] == "cleared":
+                key = str(details.get("cleared", {}).get("measured_at"))
+                self.cleared[key] = self.cleared.get(key, 0) + 1
+
+    async def close(self) -> None:
+        for t in self.tasks:
+            t.cancel()
+        for ws in self.sockets:
+            await ws.close()
+
+
+async def run_probes(mqtt: Any, dash: Dashboards, n: int, gap_s: float) -> list[float]:
+    """Publish ``n`` probes; returns every (socket, probe) latency in ms."""
+    latencies: list[float] = []
+    expect = len(dash.sockets)
+    for _ in range(n):
+        now = datetime.now(UTC)
+        at = now.replace(microsecond=now.microsecond // 1000 * 1000)
+        key = at.isoformat()
+        t0 = time.time()
+        mqtt.publish(f"tbib/v1/gw/{PROBE_GW}/readings", probe_payload(230.0, at), qos=1)
+        await dash.wait_until(lambda k=key: len(dash.arrivals.get(k, [])) >= expect, 10.0)
+        latencies += [(t - t0) * 1000 for t in dash.arrivals.get(key, [])]
+        clear_at = at + timedelta(milliseconds=1)
+        mqtt.publish(f"tbib/v1/gw/{PROBE_GW}/readings", probe_payload(120.0, clear_at), qos=1)
+        clear_key = clear_at.isoformat()
+        await dash.wait_until(lambda k=clear_key: dash.cleared.get(k, 0) >= expect, 10.0)
+        await asyncio.sleep(gap_s)
+    return latencies
+
+
+def summary(latencies: list[float], probes: int, sockets: int) -> dict[str, Any]:
+    """p50/p99/max and delivery completeness."""
+    return {
+        "p50_ms": None if not latencies else round(statistics.median(latencies), 1),
+        "p99_ms": None if (q := quantile(latencies, 0.99)) is None else round(q, 1),
+        "max_ms": None if not latencies else round(max(latencies), 1),
+        "frames": len(latencies),
+        "expected_frames": probes * sockets,
+    }
+
+
+def start_background(mqtt_url: str, gateways: list[tuple[int, str, str, uuid.UUID]], rate: float, seconds: float,
+                     publishers: int) -> list[Any]:  # fmt: skip
+    """Loadgen processes publishing ``rate`` readings/s (10 per message) for ``seconds``."""
+    url = urlsplit(mqtt_url)
+    ctx = mp.get_context("spawn")
+    go, results = ctx.Event(), ctx.Queue()
+    procs = []
+    start_epoch = (datetime.now(UTC) - timedelta(days=1)).timestamp()
+    for k in range(publishers):
+        mine = [(i, gw, addr) for i, gw, addr, _ in gateways[k::publishers]]
+        job = Job(url.hostname or "127.0.0.1", url.port or 1883, mine, 7, 10, seconds, rate / 10 / publishers,
+                  start_epoch)  # fmt: skip
+        p = ctx.Process(target=publisher_process, args=(job, go, results), daemon=True)
+        p.start()
+        procs.append(p)
+    time.sleep(1.0)
+    go.set()
+    return [procs, results]
+
+
+def count_readings(dsn: str) -> int:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("select count(*) from readings").fetchone()
+    return int(row[0]) if row else 0
+
+
+def wait_leader(dsn: str, seconds: float = 30) -> None:
+    deadline = time.time() + seconds
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        while time.time() < deadline:
+            row = conn.execute(
+                "select 1 from pg_locks where locktype = 'advisory' and granted and classid = %s and objid = %s",
+                (LEADER_LOCK >> 32, LEADER_LOCK & 0xFFFFFFFF),
+            ).fetchone()
+            if row is not None:
+                return
+            time.sleep(0.1)
+    raise RuntimeError("the alert engine did not start")
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes], seconds: float = 30) -> None:
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError("tbib server exited") from None
+            time.sleep(0.1)
+    raise RuntimeError("tbib server did not listen")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark; the last stdout line is the JSON result."""
+    ap = argparse.ArgumentParser(prog="tbib bench alerts", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rate", type=float, default=10_000, help="background readings per second (default 10000)")
+    ap.add_argument("--dashboards", type=int, default=200, help="connected doctor websockets (default 200)")
+    ap.add_argument("--probes", type=int, default=40, help="probe alerts per phase (default 40)")
+    ap.add_argument("--gap", type=float, default=0.2, help="seconds between probes (default 0.2)")
+    ap.add_argument("--gateways", type=int, default=50, help="simulated background gateways (default 50)")
+    ap.add_argument("--publishers", type=int, default=2, help="background publisher processes (default 2)")
+    ap.add_argument("--dsn", help="server DSN to create the benchmark database in (default: project services)")
+    ap.add_argument("--keep-db", action="store_true", help="do not drop the benchmark database")
+    ap.add_argument("--json", action="store_true", help="print only the JSON result on stdout")
+    args = ap.parse_args(argv)
+    server_dsn = args.dsn or project_dsn()
+    name = f"tbib_bench_alerts_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(server_dsn, autocommit=True) as conn:
+        conn.execute(f'create database "{name}"')
+    dsn = urlsplit(server_dsn)._replace(path="/" + name).geturl()
+    broker = Broker()
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        upgrade(dsn, timescaledb=True)
+        gateways = enrol(dsn, args.gateways)
+        _patient, doctor_tokens = setup_people(dsn, args.dashboards)
+        share = f"bench-{uuid.uuid4().hex[:6]}"
+        procs.append(
+            subprocess.Popen(  # noqa: S603 - our own CLI
+                [sys.executable, "-m", "teleconsult.cli.main", "ingest", "--dsn", dsn, "--mqtt-url", broker.url,
+                 "--client-id", f"{share}-w0", "--topic", f"$share/{share}/tbib/v1/gw/+/readings",
+                 "--linger-ms", "10"],
+                cwd=REPO,
+            )
+        )  # fmt: skip
+        port = free_port()
+        env = {
+            **os.environ,
+            "TBIB_ENV": "test",
+            "TBIB_DATABASE_URL": dsn,
+            "TBIB_SECRET_KEY": SECRET,
+            "TBIB_MQTT_URL": broker.url,
+            "TBIB_DB_POOL_MAX_SIZE": "20",
+            "TBIB_EXT": json.dumps({"alerts": {"heartbeat_s": 5.0, "queue_size": 10_000}}),
+        }
+        procs.append(
+            subprocess.Popen(  # noqa: S603 - our own CLI
+                [sys.executable, "-m", "teleconsult.cli.main", "server", "--port", str(port)],
+                cwd=REPO,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+        wait_leader(dsn)
+        wait_port(port, procs[-1])
+        result = asyncio.run(_measure(args, dsn, broker.url, f"ws://127.0.0.1:{port}", gateways, doctor_tokens))
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        broker.close()
+        if not args.keep_db:
+            with psycopg.connect(server_dsn, autocommit=True) as conn:
+                conn.execute(f'drop database if exists "{name}" with (force)')
+    if not args.json:
+        log(json.dumps(result, indent=2))
+    print(json.dumps(result, separators=(",", ":")))
+    return 0
+
+
+async def _measure(
+    args: argparse.Namespace,
+    dsn: str,
+    mqtt_url: str,
+    ws_url: str,
+    gateways: list[tuple[int, str, str, uuid.UUID]],
+    doctor_tokens: list[str],
+) -> dict[str, Any]:
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+    url = urlsplit(mqtt_url)
+    client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="bench-alerts-probe",
+                         protocol=MQTTProtocolVersion.MQTTv5)  # fmt: skip
+    client.connect(url.hostname or "127.0.0.1", url.port or 1883)
+    client.loop_start()
+    try:
+        await asyncio.sleep(2.0)  # ingest subscribed, hub listening
+        base = Dashboards()
+        await base.open(ws_url, doctor_tokens[:1])
+        await run_probes(client, base, 3, args.gap)  # warm-up
+        base.arrivals.clear()
+        baseline = summary(await run_probes(client, base, args.probes, args.gap), args.probes, 1)
+        await base.close()
+        log(f"baseline: {baseline}")
+
+        dash = Dashboards()
+        await dash.open(ws_url, doctor_tokens)
+        duration = args.probes * (args.gap + 0.3) + 15
+        before = count_readings(dsn)
+        began = time.time()
+        procs, _results = start_background(mqtt_url, gateways, args.rate, duration, args.publishers)
+        await asyncio.sleep(4.0)  # steady state
+        loaded = summary(await run_probes(client, dash, args.probes, args.gap), args.probes, len(dash.sockets))
+        for p in procs:
+            p.join(duration + 60)
+        elapsed = time.time() - began
+        await asyncio.sleep(2.0)
+        stored = count_readings(dsn) - before
+        await dash.close()
+        log(f"loaded: {loaded}; background stored {stored} readings in {elapsed:.1f} s")
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    return {
+        "p50_ms": loaded["p50_ms"],
+        "p99_ms": loaded["p99_ms"],
+        "max_ms": loaded["max_ms"],
+        "background_readings_per_s": round(stored / elapsed),
+        "background_target_per_s": args.rate,
+        "dashboards": len(doctor_tokens),
+        "probes": args.probes,
+        "frames": loaded["frames"],
+        "expected_frames": loaded["expected_frames"],
+        "baseline": baseline,
+        "p99_ratio_loaded_vs_baseline": (
+            None if not (baseline["p99_ms"] and loaded["p99_ms"]) else round(loaded["p99_ms"] / baseline["p99_ms"], 2)
+        ),
+        "goal_p99_ms": 100,
+        "cpus": os.cpu_count(),
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())
