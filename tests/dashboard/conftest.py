@@ -35,7 +35,9 @@ def cast(db_dsn: str) -> Cast:
 
 @pytest.fixture(scope="module")
 def api_server(cast: Cast) -> Iterator[LiveServer]:
-    settings = make_settings(cast.dsn, cookie_secure=False, ext={"dashboard": {"live_interval_s": 0.2}})
+    # the alert engine is off here: these tests raise their own alerts and check the ordering they imply
+    ext = {"dashboard": {"live_interval_s": 0.2}, "alerts": {"enabled": False}}
+    settings = make_settings(cast.dsn, cookie_secure=False, ext=ext)
     with LiveServer(create_app(settings)) as server:
         yield server
 
@@ -52,3 +54,18 @@ async def browser() -> AsyncIterator[Any]:
             yield b
         finally:
             await b.close()
+
+
+@pytest.fixture(scope="module")
+def own_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Mosquitto of this module (the shared one carries other tests' gateways and ingest workers)."""
+    from teleconsult.demo.services import DemoError, start_mosquitto
+
+    try:
+        url, stop = start_mosquitto(tmp_path_factory.mktemp("mosquitto"))
+    except DemoError as exc:
+        pytest.skip(str(exc))
+    try:
+        yield url
+    finally:
+        stop()

@@ -11,6 +11,9 @@ import psycopg
 
 from tests.teleconsult.api.helpers import PASSWORD, password_hash
 
+#: pg_advisory_xact_lock key the alert store takes before writing events (teleconsult.alerts.store).
+EVENT_LOCK = 0x7462_6962_6165_7674
+
 __all__ = ["PASSWORD", "Cast", "insert_readings", "raise_alert", "seed_cast"]
 
 
@@ -88,6 +91,7 @@ def raise_alert(dsn: str, patient_id: uuid.UUID, rule: str = "spo2", severity: s
     """An open alert with its 'raised' event (as the alert store writes them), NOTIFY included."""
     now = datetime.now(UTC)
     with psycopg.connect(dsn, autocommit=True) as conn, conn.transaction():
+        conn.execute("select pg_advisory_xact_lock(%s)", (EVENT_LOCK,))  # the alert store's ordering rule
         row = conn.execute(
             "with a as (insert into alerts (patient_id, rule, severity, state, raised_at, updated_at, details)"
             " values (%s, %s, %s, 'open', %s, %s, '{}') returning *)"

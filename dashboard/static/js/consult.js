@@ -95,7 +95,11 @@ export class ConsultView {
     notes.append(nh, label, this.notes, this.saveBtn, " ", this.savedEl);
 
     const back = Object.assign(document.createElement("a"), { href: `#/patient/${this.patientId}`, textContent: t("consult.back") });
-    this.root.append(h, this.statusEl, stage, controls, lobby, notes, back);
+    const left = Object.assign(document.createElement("div"), { className: "call-col" });
+    left.append(stage, controls);
+    const side = Object.assign(document.createElement("div"), { className: "side-col" });
+    side.append(lobby, notes, back);
+    this.root.append(h, this.statusEl, left, side);
   }
 
   async start() {

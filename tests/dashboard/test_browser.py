@@ -1,0 +1,178 @@
+"""Real browser (headless Debian Chromium) against the whole pipeline: simulated gateways -> Mosquitto -> ingest ->
+PostgreSQL/TimescaleDB -> alert engine -> dashboard. Screenshots go to test-artifacts/dashboard/ and docs/screenshots/.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from teleconsult.store.migrate import upgrade
+from tests.dashboard.helpers import raise_alert
+from tests.dashboard.stack import PASSWORD, Stack
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+ARTIFACTS = REPO / "test-artifacts" / "dashboard"
+DOCS_SHOTS = REPO / "docs" / "screenshots"
+
+
+@pytest.fixture(scope="module")
+def stack(tsdb_dsn: str, own_broker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    upgrade(tsdb_dsn)
+    s = Stack(tsdb_dsn, own_broker, tmp_path_factory.mktemp("stack"))
+    try:
+        yield s.start(("stable", "hypoxia", "sepsis", "hypertensive_crisis", "afib", "device_misuse"))
+    finally:
+        s.stop()
+
+
+@pytest.fixture(scope="module")
+def stranger(stack: Stack) -> str:
+    """A patient of another doctor, with data, that must never show up."""
+    with psycopg.connect(stack.dsn, autocommit=True) as conn:
+        row = conn.execute("insert into patients (display_name) values ('Patient Étranger') returning id").fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+async def wait_for(page: Any, expression: str, timeout_ms: int = 30_000) -> Any:
+    """Poll a JS expression (string predicates need the context's bypass_csp: the app forbids eval, as it should)."""
+    handle = await page.wait_for_function(expression, timeout=timeout_ms)
+    return await handle.json_value()
+
+
+async def shot(page: Any, name: str) -> None:
+    await page.evaluate("document.activeElement && document.activeElement.blur(); window.scrollTo(0, 0)")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    await page.screenshot(path=str(path), full_page=False)
+    DOCS_SHOTS.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(path, DOCS_SHOTS / f"{name}.png")
+
+
+async def login(page: Any, stack: Stack) -> None:
+    assert stack.cast is not None
+    await page.goto(f"{stack.url}/")
+    await page.fill("#username", stack.cast.doctor)
+    await page.fill("#password", PASSWORD)
+    await page.press("#password", "Enter")
+    await page.wait_for_selector("table.patients tbody tr")
+
+
+async def test_screenshots_doctor_journey(stack: Stack, stranger: str, browser: Any) -> None:
+    """login -> my patients only -> live alert -> acknowledge -> chart of the last hour -> consultation."""
+    assert stack.cast is not None
+    context = await browser.new_context(viewport={"width": 1360, "height": 900}, locale="fr-FR", bypass_csp=True)
+    page = await context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    await login(page, stack)
+    names = await page.eval_on_selector_all(
+        "table.patients tbody tr td:first-child a", "els => els.map(e => e.textContent)"
+    )
+    assert sorted(names) == sorted(p.name for p in stack.cast.patients)
+    assert "Patient Étranger" not in names
+    await wait_for(page, "document.getElementById('conn').dataset.state === 'live'")
+
+    # The hypoxia patient deteriorates: an alert arrives without reload (sound + badge + inbox).
+    hypoxic = next(p for p in stack.cast.patients if p.scenario == "hypoxia")
+    alert_id = await wait_for(
+        page,
+        f"(() => {{ for (const a of window.tbib.state.alerts.values())"
+        f" if (a.patient_id === '{hypoxic.patient_id}' && a.state === 'open') return a.id; return null; }})()",
+        timeout_ms=90_000,
+    )
+    assert await page.text_content("#alert-count")
+    await page.wait_for_timeout(1500)  # a few live updates of the list
+    await shot(page, "patient-list")
+
+    await page.click("#nav a[href='#/alerts']")
+    item = page.locator(f"li[data-alert-id='{alert_id}']")
+    await item.get_by_role("button", name="Acquitter").click()
+    await page.fill("#alert-note", "Appel du patient, oxygène repris.")
+    await page.click("#alert-ok")
+    await wait_for(
+        page,
+        f"!document.getElementById('alert-dialog').open"
+        f" && window.tbib.state.alerts.get({alert_id}).state === 'acknowledged'",
+    )
+    with psycopg.connect(stack.dsn) as conn:
+        row = conn.execute("select state, notes from alerts where id = %s", (alert_id,)).fetchone()
+    assert row == ("acknowledged", "Appel du patient, oxygène repris.")
+
+    # Patient page: the SpO2 chart has the last hour's points (and keeps receiving live ones).
+    await page.goto(f"{stack.url}/#/patient/{hypoxic.patient_id}")
+    await page.wait_for_selector("figure.chart[data-chart='spo2'] canvas")
+    points = int(await page.get_attribute("figure.chart[data-chart='spo2']", "data-points") or 0)
+    assert points > 5
+    await wait_for(page, f"+document.querySelector(\"figure.chart[data-chart='spo2']\").dataset.points > {points}")
+    await shot(page, "patient-page")
+
+    # Consultation with the simulated patient's agent: admit, video, vitals overlay, notes, end.
+    await page.click("#start-consult")
+    cid = await wait_for(page, "document.querySelector('main').dataset.consultationId || null")
+    token = await asyncio.to_thread(stack.token)
+    r = await asyncio.to_thread(
+        httpx.post,
+        f"{stack.url}/api/v1/patients/{hypoxic.patient_id}/consultations/{cid}/join-token",
+        json={"role": "agent"},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert r.status_code == 200, r.text
+    agent = stack.spawn(
+        "agent",
+        [sys.executable, "-m", "teleconsult.cli.main", "consult", "join", "--token", r.json()["token"],
+         "--server", stack.url, "--no-camera", "--no-ice-servers", "--demo-vitals", "0.5"],
+    )  # fmt: skip
+    await page.get_by_role("button", name="Admettre Passerelle du patient").click()
+    first_frame = await wait_for(page, "window.tbib.view.metrics.firstFrameMs", timeout_ms=30_000)
+    assert 0 < first_frame < 30_000
+    await wait_for(page, "document.getElementById('remote-video').currentTime > 0.5")
+    n = await wait_for(page, "window.tbib.view.metrics.vitalsMessages >= 2 && window.tbib.view.metrics.vitalsMessages")
+    await wait_for(page, f"window.tbib.view.metrics.vitalsMessages > {n}")
+    assert await page.locator(".vitals-overlay dd").count() >= 1
+    await page.fill("#consult-notes", "Désaturation à domicile ; reprise de l'oxygène, contrôle demain.")
+    await shot(page, "consultation")
+    await page.click("#end-call")
+    await wait_for(page, "document.querySelector('main').dataset.state === 'ended'")
+    with psycopg.connect(stack.dsn) as conn:
+        notes = conn.execute("select text from consultation_notes where consultation_id = %s", (cid,)).fetchone()
+        ended = conn.execute("select ended_at from consultations where id = %s", (cid,)).fetchone()
+    assert notes == ("Désaturation à domicile ; reprise de l'oxygène, contrôle demain.",)
+    assert ended is not None
+    assert ended[0] is not None
+    assert await asyncio.to_thread(agent.wait, 20) == 0
+    assert errors == []
+    await context.close()
+
+
+async def test_network_cut_reconnects_and_shows_the_missed_alert(stack: Stack, browser: Any) -> None:
+    assert stack.cast is not None
+    context = await browser.new_context(locale="fr-FR", bypass_csp=True)
+    page = await context.new_page()
+    await login(page, stack)
+    await wait_for(page, "document.getElementById('conn').dataset.state === 'live'")
+    await context.set_offline(True)
+    stack.app.state.live_hub.disconnect_all_threadsafe()  # the server drops the socket: the cut is real both ways
+    await wait_for(page, "['offline', 'reconnecting'].includes(document.getElementById('conn').dataset.state)")
+    stable = next(p for p in stack.cast.patients if p.scenario == "stable")
+    missed = await asyncio.to_thread(raise_alert, stack.dsn, stable.patient_id, "no_data:body_weight", "low")
+    await page.wait_for_timeout(500)
+    assert await page.evaluate(f"window.tbib.state.alerts.has({missed})") is False
+    await context.set_offline(False)
+    await wait_for(page, "document.getElementById('conn').dataset.state === 'live'")
+    await wait_for(page, f"window.tbib.state.alerts.has({missed})")
+    assert await page.evaluate("window.tbib.feed.stats.connects") >= 2
+    await page.click("#nav a[href='#/alerts']")
+    await page.wait_for_selector(f"li[data-alert-id='{missed}']")
+    await context.close()
