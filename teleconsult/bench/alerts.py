@@ -124,6 +124,8 @@ class Dashboards:
     def __init__(self) -> None:
         self.arrivals: dict[str, list[float]] = {}
         self.cleared: dict[str, int] = {}
+        self.raised_at: dict[str, float] = {}
+        """probe key -> when the engine raised it (server clock, same host)."""
         self.sockets: list[Any] = []
         self.tasks: list[asyncio.Task[None]] = []
         self.changed = asyncio.Event()
@@ -158,7 +160,9 @@ class Dashboards:
             self.changed.set()
             details = frame["alert"]["details"]
             if frame["event"] == "raised":
-                self.arrivals.setdefault(str(details.get("measured_at")), []).append(now)
+                key = str(details.get("measured_at"))
+                self.arrivals.setdefault(key, []).append(now)
+                self.raised_at[key] = datetime.fromisoformat(frame["alert"]["raised_at"]).timestamp()
             elif frame["event"] == "cleared":
                 key = str(details.get("cleared", {}).get("measured_at"))
                 self.cleared[key] = self.cleared.get(key, 0) + 1
@@ -170,9 +174,10 @@ class Dashboards:
             await ws.close()
 
 
-async def run_probes(mqtt: Any, dash: Dashboards, n: int, gap_s: float) -> list[float]:
-    """Publish ``n`` probes; returns every (socket, probe) latency in ms."""
+async def run_probes(mqtt: Any, dash: Dashboards, n: int, gap_s: float) -> tuple[list[float], list[float]]:
+    """Publish ``n`` probes; returns every (socket, probe) latency and each publish-to-engine latency, in ms."""
     latencies: list[float] = []
+    to_engine: list[float] = []
     expect = len(dash.sockets)
     for _ in range(n):
         now = datetime.now(UTC)
@@ -182,17 +187,22 @@ async def run_probes(mqtt: Any, dash: Dashboards, n: int, gap_s: float) -> list[
         mqtt.publish(f"tbib/v1/gw/{PROBE_GW}/readings", probe_payload(230.0, at), qos=1)
         await dash.wait_until(lambda k=key: len(dash.arrivals.get(k, [])) >= expect, 10.0)
         latencies += [(t - t0) * 1000 for t in dash.arrivals.get(key, [])]
+        if key in dash.raised_at:
+            to_engine.append((dash.raised_at[key] - t0) * 1000)
         clear_at = at + timedelta(milliseconds=1)
         mqtt.publish(f"tbib/v1/gw/{PROBE_GW}/readings", probe_payload(120.0, clear_at), qos=1)
         clear_key = clear_at.isoformat()
         await dash.wait_until(lambda k=clear_key: dash.cleared.get(k, 0) >= expect, 10.0)
         await asyncio.sleep(gap_s)
-    return latencies
+    return latencies, to_engine
 
 
-def summary(latencies: list[float], probes: int, sockets: int) -> dict[str, Any]:
-    """p50/p99/max and delivery completeness."""
+def summary(measured: tuple[list[float], list[float]], probes: int, sockets: int) -> dict[str, Any]:
+    """p50/p99/max, the publish-to-engine part, and delivery completeness."""
+    latencies, to_engine = measured
     return {
+        "to_engine_p50_ms": None if not to_engine else round(statistics.median(to_engine), 1),
+        "to_engine_p99_ms": None if (e := quantile(to_engine, 0.99)) is None else round(e, 1),
         "p50_ms": None if not latencies else round(statistics.median(latencies), 1),
         "p99_ms": None if (q := quantile(latencies, 0.99)) is None else round(q, 1),
         "max_ms": None if not latencies else round(max(latencies), 1),
@@ -216,9 +226,9 @@ def start_background(mqtt_url: str, gateways: list[tuple[int, str, str, uuid.UUI
         p = ctx.Process(target=publisher_process, args=(job, go, results), daemon=True)
         p.start()
         procs.append(p)
-    time.sleep(1.0)
+    time.sleep(3.0)  # spawned children import and connect; keep ``go``/``results`` alive while they use them
     go.set()
-    return [procs, results]
+    return [procs, results, go]
 
 
 def count_readings(dsn: str) -> int:
@@ -358,7 +368,7 @@ async def _measure(
         duration = args.probes * (args.gap + 0.3) + 15
         before = count_readings(dsn)
         began = time.time()
-        procs, _results = start_background(mqtt_url, gateways, args.rate, duration, args.publishers)
+        procs, *_keep = start_background(mqtt_url, gateways, args.rate, duration, args.publishers)
         await asyncio.sleep(4.0)  # steady state
         loaded = summary(await run_probes(client, dash, args.probes, args.gap), args.probes, len(dash.sockets))
         for p in procs:
@@ -381,12 +391,15 @@ async def _measure(
         "probes": args.probes,
         "frames": loaded["frames"],
         "expected_frames": loaded["expected_frames"],
+        "to_engine_p50_ms": loaded["to_engine_p50_ms"],
+        "to_engine_p99_ms": loaded["to_engine_p99_ms"],
         "baseline": baseline,
         "p99_ratio_loaded_vs_baseline": (
             None if not (baseline["p99_ms"] and loaded["p99_ms"]) else round(loaded["p99_ms"] / baseline["p99_ms"], 2)
         ),
         "goal_p99_ms": 100,
         "cpus": os.cpu_count(),
+        "loadavg_1m_at_end": round(os.getloadavg()[0], 2),
     }
 
 
