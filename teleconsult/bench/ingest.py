@@ -365,9 +365,9 @@ def history_p95(dsn: str, gateways: list[tuple[int, str, str, uuid.UUID]], queri
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; the last stdout line is the JSON result."""
     ap = argparse.ArgumentParser(prog="tbib bench ingest", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--seconds", type=float, default=20, help="steady-state publishing time (default 20)")
-    ap.add_argument("--backlog-seconds", type=float, default=8, help="backlog replay publishing time (default 8)")
-    ap.add_argument("--latency-seconds", type=float, default=6, help="latency run at half rate (default 6)")
+    ap.add_argument("--seconds", type=float, default=12, help="steady-state publishing time (default 12)")
+    ap.add_argument("--backlog-seconds", type=float, default=4, help="backlog replay publishing time (default 4)")
+    ap.add_argument("--latency-seconds", type=float, default=5, help="latency run at half rate (default 5)")
     ap.add_argument("--gateways", type=int, default=50, help="simulated gateways (default 50)")
     ap.add_argument("--publishers", type=int, default=2, help="publisher processes (default 2)")
     ap.add_argument("--workers", type=int, default=2, help="`tbib ingest` processes (default 2)")
