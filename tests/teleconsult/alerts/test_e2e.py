@@ -48,13 +48,8 @@ async def test_hypoxia_scenario_alerts_assigned_doctor_only(tsdb_dsn: str, broke
     seed_cast(tsdb_dsn, prefix="e2e")  # an unrelated cast: e2e-doctor is not on the hypoxia patient's care team
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "teleconsult.cli.main", "ingest", "--dsn", tsdb_dsn, "--mqtt-url", broker.url,
-                 "--client-id", "e2e-ingest", "--linger-ms", "20"],
-                cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            )
-        )  # fmt: skip
+        ingest = ["teleconsult.cli.main", "ingest", "--dsn", tsdb_dsn, "--mqtt-url", broker.url]
+        procs.append(spawn([*ingest, "--client-id", "e2e-ingest", "--linger-ms", "20"]))
         settings = make_settings(tsdb_dsn, mqtt_url=broker.url, ext={"alerts": {"heartbeat_s": 1.0}})
         app = create_app(settings, extensions=[alerts_extension])
         with LiveServer(app) as server:
@@ -66,15 +61,10 @@ async def test_hypoxia_scenario_alerts_assigned_doctor_only(tsdb_dsn: str, broke
             ):
                 assert (await recv_json(ws))["patients"] == 1
                 assert (await recv_json(ws_other))["patients"] == 1  # p1 of the other cast
-                procs.append(
-                    subprocess.Popen(
-                        [sys.executable, "-m", "teleconsult.demo.simgateway", "--gateway-id", hypoxia.gateway_id,
-                         "--scenario", "hypoxia", "--seed", str(hypoxia.seed), "--onset", "2",
-                         "--full-effect-s", "20", "--broker", broker.url, "--outbox", str(tmp_path / "outbox.db"),
-                         "--status-file", str(tmp_path / "status.json")],
-                        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                    )
-                )  # fmt: skip
+                gateway = ["teleconsult.demo.simgateway", "--gateway-id", hypoxia.gateway_id, "--broker", broker.url]
+                gateway += ["--scenario", "hypoxia", "--seed", str(hypoxia.seed), "--onset", "2"]
+                gateway += ["--full-effect-s", "20", "--outbox", str(tmp_path / "outbox.db")]
+                procs.append(spawn([*gateway, "--status-file", str(tmp_path / "status.json")]))
                 frames = await recv_alerts(ws, 1, wait=90)
                 alert = frames[0]["alert"]
                 assert frames[0]["event"] == "raised"
