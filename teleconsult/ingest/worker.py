@@ -80,6 +80,10 @@ class IngestConfig:
     """Minimum time between two enrolment refreshes triggered by unknown devices."""
 
 
+class _Abandoned(Exception):
+    """Stopping while the database is unreachable: the batch stays unacknowledged."""
+
+
 @dataclass(slots=True)
 class _Incoming:
     mid: int
@@ -113,6 +117,7 @@ class IngestWorker:
         self._generation = 0
         self._bindings: dict[tuple[str, str], DeviceBinding] = {}
         self._last_refresh = 0.0
+        self._bindings_ok = False
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
         self._client: mqtt.Client | None = None
@@ -137,7 +142,7 @@ class IngestWorker:
         self._client.loop_start()
 
     async def wait_connected(self, seconds: float = 10.0) -> bool:
-        """Wait until the broker session is up and subscribed."""
+        """Wait until the broker session is up and the subscription acknowledged (SUBACK)."""
         return await asyncio.to_thread(self._connected.wait, seconds)
 
     async def stop(self) -> None:
@@ -176,6 +181,7 @@ class IngestWorker:
             client.tls_set()
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
+        client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
         client.reconnect_delay_set(1, 5)
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
@@ -192,6 +198,11 @@ class IngestWorker:
         self._generation += 1
         self.metrics.mqtt_reconnects += 1
         client.subscribe(self.config.topic, options=SubscribeOptions(qos=1))
+
+    def _on_subscribe(self, _c: mqtt.Client, _u: object, _mid: int, reasons: list[Any], _p: object) -> None:
+        if any(r.is_failure for r in reasons):
+            log.error("broker refused the subscription to %s: %s", self.config.topic, reasons)
+            return
         self._connected.set()
 
     def _on_disconnect(self, _c: mqtt.Client, _u: object, _f: object, reason: Any, _p: object) -> None:
@@ -234,6 +245,7 @@ class IngestWorker:
             batch: list[_Incoming] = []
             n = 0
             deadline = time.monotonic() + cfg.linger_s
+            now = utc_now()
             while n < cfg.max_batch_readings:
                 if not self._inbox:
                     remaining = deadline - time.monotonic()
@@ -243,28 +255,36 @@ class IngestWorker:
                     continue
                 m = self._inbox.popleft()
                 m.decoded = decode_batch(
-                    m.topic, m.payload, vocab=self._vocab, now=utc_now(), max_bytes=cfg.max_payload_bytes
+                    m.topic, m.payload, vocab=self._vocab, now=now, max_bytes=cfg.max_payload_bytes
                 )
                 if isinstance(m.decoded, Decoded):
                     n += len(m.decoded.readings)
                 batch.append(m)
             self.metrics.inflight += len(batch)
             work = await self._prepare(batch)
+            if work is None:
+                break
             await self._queue.put(work)
             if self._inbox:
                 self._wake.set()
         for _ in range(cfg.writers):
             await self._queue.put(None)
 
-    async def _prepare(self, batch: list[_Incoming]) -> _Work:
+    async def _prepare(self, batch: list[_Incoming]) -> _Work | None:
+        """The batch ready to write, or ``None`` when stopping with the database unreachable (left unacknowledged)."""
         missing = any(
             (m.decoded.gateway_id, r.address) not in self._bindings
             for m in batch
             if isinstance(m.decoded, Decoded)
             for r in m.decoded.readings
         )
-        if missing:
-            await self._refresh_enrolment()
+        delay = 0.2
+        # an unknown device is refused only against a fresh enrolment map: never judge with the database down
+        while missing and not await self._refresh_enrolment():
+            if self._stopping:
+                return None
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
         work = _Work(batch, [], [], [])
         for m in batch:
             d = m.decoded
@@ -291,20 +311,28 @@ class IngestWorker:
     def _dead(self, m: _Incoming, gateway_id: str | None, reason: str) -> DeadLetter:
         return DeadLetter(m.topic, gateway_id, reason, m.payload[: self.config.dead_letter_max_bytes], len(m.payload))
 
-    async def _refresh_enrolment(self, *, force: bool = False) -> None:
+    async def _refresh_enrolment(self, *, force: bool = False) -> bool:
+        """Reload the enrolment map (at most every ``enrolment_refresh_s``); False when the database is unreachable."""
         now = time.monotonic()
-        if not force and now - self._last_refresh < self.config.enrolment_refresh_s:
-            return
+        if not force and self._bindings_ok and now - self._last_refresh < self.config.enrolment_refresh_s:
+            return True
         self._last_refresh = now
         try:
             if self._lookup is None or self._lookup.closed:
-                self._lookup = await psycopg.AsyncConnection.connect(self.config.dsn, autocommit=True)
+                self._lookup = await psycopg.AsyncConnection.connect(
+                    self.config.dsn, autocommit=True, connect_timeout=5
+                )
             self._bindings = await enrolment_map(self._lookup)
         except psycopg.Error as exc:
-            log.warning("enrolment refresh failed: %s", exc)
+            log.warning("enrolment refresh failed: %s", str(exc).strip()[:200])
+            self.metrics.db_errors += 1
             if self._lookup is not None:
                 await self._lookup.close()
             self._lookup = None
+            self._bindings_ok = False
+            return False
+        self._bindings_ok = True
+        return True
 
     # ------------------------------------------------------------------ writers (event loop)
     async def _writer(self, index: int) -> None:
@@ -315,7 +343,16 @@ class IngestWorker:
                 work = await self._queue.get()
                 if work is None:
                     return
-                conn = await self._commit(conn, work)
+                try:
+                    conn = await self._commit(conn, work)
+                except _Abandoned:
+                    continue  # stopping with the database down: left unacknowledged, the broker redelivers
+                except psycopg.Error:
+                    # even the dead letter was refused: leave these messages unacknowledged (redelivered after a
+                    # reconnect) rather than lose them or kill the writer
+                    log.exception("batch could not be stored; left unacknowledged")
+                    self.metrics.inflight -= len(work.messages)
+                    continue
                 self._ack(work.messages)
         finally:
             if conn is not None:
@@ -337,6 +374,8 @@ class IngestWorker:
                 await (self._write_each(conn, work) if split else self._write_all(conn, work))
             except (psycopg.OperationalError, psycopg.InterfaceError, psycopg.errors.DeadlockDetected) as exc:
                 self.metrics.db_errors += 1
+                if self._stopping:
+                    raise _Abandoned from exc
                 log.warning("database write failed (%s); retrying in %.1f s", str(exc).strip()[:200], delay)
                 if conn is not None and conn.broken:
                     await conn.close()

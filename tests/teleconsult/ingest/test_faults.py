@@ -123,3 +123,30 @@ async def test_database_restart_mid_stream_loses_nothing(
         assert w.metrics.db_errors > 0  # the outage was seen and retried
     finally:
         await w.stop()
+
+
+async def test_worker_started_with_database_down_waits_instead_of_refusing(
+    own_postgres: OwnPostgres, mqtt_url: str, publisher: Publisher
+) -> None:
+    """With no enrolment map (database unreachable), a reading must wait, not be dead-lettered as 'not enrolled'."""
+    with psycopg.connect(own_postgres.dsn, autocommit=True) as conn:
+        conn.execute("create extension if not exists timescaledb")
+    gws: Gateways = await asyncio.to_thread(make_gateways, own_postgres.dsn)
+    await asyncio.to_thread(own_postgres.stop)
+    config = IngestConfig(
+        dsn=gws.dsn, mqtt_url=mqtt_url, client_id=f"test-dbdown-{uuid.uuid4().hex[:8]}", topic=gws.topic_filter
+    )
+    w = IngestWorker(config, vocabulary=VOCAB)
+    await w.start()
+    try:
+        assert await w.wait_connected()
+        r = reading("AA:01", t0())
+        publisher.publish(gws.gw_a, batch(gws.gw_a, [r]))
+        await asyncio.to_thread(publisher.wait)
+        await asyncio.sleep(1.5)
+        await asyncio.to_thread(own_postgres.start)
+        assert await asyncio.to_thread(wait_for, lambda: r["id"] in stored_ids(gws.dsn, gws.gw_a), 30)
+        with psycopg.connect(gws.dsn) as conn:
+            assert conn.execute("select count(*) from dead_letters").fetchone() == (0,)
+    finally:
+        await w.stop()
