@@ -132,14 +132,24 @@ class EngineService:
             engine.set_patient(profile, now)
         engine.restore(await store.open_alerts(work), now)
         cursor = await store.last_event_id(work)
-        windows = [t.window for t in self.config.trends] + [self.config.news2_freshness]
-        since = now - max(windows, default=timedelta(hours=1))
+        # Bounded warm-up: the newest reading of every metric still fresh for NEWS2 (latest_readings), plus the
+        # history of the trend metrics over their windows; fed in measured_at order.
+        horizon = now + timedelta(minutes=5)
         cur = await work.execute(
-            "select patient_id, metric, value, unit, measured_at, device_id from readings"
-            " where measured_at > %s and measured_at <= %s order by measured_at",
-            (since, now + timedelta(minutes=5)),
+            "select patient_id, metric, value, unit, measured_at, device_id from latest_readings"
+            " where measured_at > %s and measured_at <= %s",
+            (now - self.config.news2_freshness, horizon),
         )
-        for r in await cur.fetchall():
+        rows = list(await cur.fetchall())
+        for trend in self.config.trends:
+            cur = await work.execute(
+                "select patient_id, metric, value, unit, measured_at, device_id from readings"
+                " where metric = %s and measured_at > %s and measured_at <= %s",
+                (trend.metric, now - trend.window, horizon),
+            )
+            rows += await cur.fetchall()
+        rows.sort(key=lambda r: r[4])
+        for r in rows:
             engine.receive(Reading(str(r[0]), r[1], r[2], r[3], r[4], None if r[5] is None else str(r[5])), now)
         await work.commit()
         await self._flush(engine, work)

@@ -231,6 +231,27 @@ def start_background(mqtt_url: str, gateways: list[tuple[int, str, str, uuid.UUI
     return [procs, results, go]
 
 
+def cpu_seconds(dsn: str, pids: dict[str, int]) -> dict[str, float]:
+    """Cumulative CPU seconds of the run's processes and of its database's backends."""
+    import psutil
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        rows = conn.execute(
+            "select pid from pg_stat_activity where datname = current_database() and pid <> pg_backend_pid()"
+        ).fetchall()
+    out: dict[str, float] = {}
+    for role, group in [*((r, [p]) for r, p in pids.items()), ("postgres", [int(r[0]) for r in rows])]:
+        total = 0.0
+        for pid in group:
+            try:
+                t = psutil.Process(pid).cpu_times()
+            except psutil.Error:
+                continue
+            total += t.user + t.system
+        out[role] = total
+    return out
+
+
 def count_readings(dsn: str) -> int:
     with psycopg.connect(dsn) as conn:
         row = conn.execute("select count(*) from readings").fetchone()
@@ -318,7 +339,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         wait_leader(dsn)
         wait_port(port, procs[-1])
-        result = asyncio.run(_measure(args, dsn, broker.url, f"ws://127.0.0.1:{port}", gateways, doctor_tokens))
+        pids = {"ingest": procs[0].pid, "server": procs[1].pid, "broker": broker.proc.pid, "bench": os.getpid()}
+        result = asyncio.run(_measure(args, dsn, broker.url, f"ws://127.0.0.1:{port}", gateways, doctor_tokens, pids))
     finally:
         for p in procs:
             p.terminate()
@@ -344,6 +366,7 @@ async def _measure(
     ws_url: str,
     gateways: list[tuple[int, str, str, uuid.UUID]],
     doctor_tokens: list[str],
+    pids: dict[str, int],
 ) -> dict[str, Any]:
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
@@ -367,6 +390,7 @@ async def _measure(
         await dash.open(ws_url, doctor_tokens)
         duration = args.probes * (args.gap + 0.3) + 15
         before = count_readings(dsn)
+        cpu0 = cpu_seconds(dsn, pids)
         began = time.time()
         procs, *_keep = start_background(mqtt_url, gateways, args.rate, duration, args.publishers)
         await asyncio.sleep(4.0)  # steady state
@@ -374,6 +398,7 @@ async def _measure(
         for p in procs:
             p.join(duration + 60)
         elapsed = time.time() - began
+        cpu1 = cpu_seconds(dsn, pids)
         await asyncio.sleep(2.0)
         stored = count_readings(dsn) - before
         await dash.close()
@@ -399,6 +424,7 @@ async def _measure(
         ),
         "goal_p99_ms": 100,
         "cpus": os.cpu_count(),
+        "cpu_cores_busy_loaded": {k: round((cpu1[k] - cpu0.get(k, 0.0)) / elapsed, 2) for k in cpu1},
         "loadavg_1m_at_end": round(os.getloadavg()[0], 2),
     }
 
