@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Protocol
@@ -158,9 +158,13 @@ class BleManager:
             self._tasks = [asyncio.create_task(self._device_loop(d), name=f"ble-{a}") for a, d in self.devices.items()]
             await self._stopping.wait()
         finally:
-            for t in self._tasks:
-                t.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            # Cancel until done: a backend may swallow one cancellation (a `suppress(CancelledError)` around an
+            # inner await), so the loops also check `_stopping`.
+            pending = set(self._tasks)
+            while pending:
+                for t in pending:
+                    t.cancel()
+                _, pending = await asyncio.wait(pending, timeout=1.0)
             await scanner.stop()
 
     def stop(self) -> None:
@@ -177,20 +181,32 @@ class BleManager:
     async def _device_loop(self, entry: DeviceEntry) -> None:
         address = entry.address
         profile = KIND_PROFILES[entry.kind]
-        while True:
+        while not self._stopping.is_set():
             self._advertised[address].clear()
-            await self._advertised[address].wait()
+            if not await self._wait_or_stop(self._advertised[address].wait(), None):
+                return
             try:
                 await self._session(entry, profile, self._seen[address])
             except (BleakError, TimeoutError, OSError, DevicesError) as exc:
                 self._error(address, f"{type(exc).__name__}: {exc}")
                 delay = self._backoff[address].next_delay()
                 log.warning("%s: session failed (%s); retrying in %.1f s", address, exc, delay)
-                await asyncio.sleep(delay)
+                await self._wait_or_stop(self._stopping.wait(), delay)
                 continue
             self._backoff[address].reset()
             if profile.spot_check:
-                await asyncio.sleep(self.spot_recheck_s)
+                await self._wait_or_stop(self._stopping.wait(), self.spot_recheck_s)
+
+    async def _wait_or_stop(self, aw: Coroutine[Any, Any, Any], limit_s: float | None) -> bool:
+        """Await ``aw`` for at most ``limit_s`` seconds unless the manager stops; False when stopping."""
+        waiter = asyncio.ensure_future(aw)
+        stop = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({waiter, stop}, timeout=limit_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+            stop.cancel()
+        return not self._stopping.is_set()
 
     async def _session(self, entry: DeviceEntry, profile: KindProfile, device: BLEDevice) -> None:
         address = entry.address
@@ -354,6 +370,7 @@ class _Session:
             self.mgr._error(self.entry.address, f"malformed RACP response {data.hex()}: {exc}")
             return
         if msg.op_code == OpCode.RESPONSE_CODE:
+            log.debug("%s: RACP response %s", self.entry.address, data.hex())
             self.racp_code = msg.response_code
             self.racp_done.set()
 
@@ -365,6 +382,7 @@ class _Session:
         last = self.mgr.sink.racp_last_seq(address)
         self.mgr.status[address].racp_last_seq = last
         request = report_all_records() if last is None else report_records_from((last + 1) & 0xFFFF)
+        log.debug("%s: RACP request %s (last stored sequence %s)", address, encode_racp(request).hex(), last)
         await client.write_gatt_char(racp, encode_racp(request), response=True)
         done = asyncio.ensure_future(self.racp_done.wait())
         gone = asyncio.ensure_future(lost.wait())
