@@ -2,8 +2,8 @@
 
 One :class:`Hub` per API process LISTENs on PostgreSQL (``tbib_alert_events`` from the alert store, ``tbib_readings``
 from committed readings), so a subscriber on any node sees what the engine leader or any ingest worker committed.
-On an alert notification the hub reads the new rows of ``alert_events`` (id > its cursor, in id order) and offers each
-to the subscribers whose patient set contains the event's patient.
+An alert notification carries the frame itself (or, for a large event, only its id: the hub then reads the rows of
+``alert_events`` with id > its cursor); each event is offered to the subscribers whose patients include its patient.
 
 Each subscriber has a bounded queue. When it is full the subscriber is *overflowed*: its queue is emptied and replaced
 by one ``{"type": "resync"}`` marker, and nothing more is queued for it: one slow client never holds the others back.
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import uuid
 from collections.abc import Iterable
@@ -118,12 +119,24 @@ class Hub:
                     async for n in listen.notifies():
                         if n.channel == store.READINGS_CHANNEL:
                             self._dispatch_readings(n.payload)
+                        elif n.payload.startswith("{"):
+                            self._dispatch_frame(json.loads(n.payload))
                         elif n.payload.isdigit() and int(n.payload) > self.cursor:
                             await self._fetch(fetch)
             except psycopg.Error as exc:
                 log.warning("alert hub lost the database (%s); reconnecting", exc)
                 self._resync_all("server lost the database")
             await asyncio.sleep(self.retry_s)
+
+    def _dispatch_frame(self, frame: dict[str, Any]) -> None:
+        """An event carried in its notification (notifications arrive in id order: see :mod:`store`)."""
+        if int(frame["id"]) <= self.cursor:
+            return
+        self.cursor = int(frame["id"])
+        patient = uuid.UUID(str(frame["alert"]["patient_id"]))
+        for sub in self._alerts:
+            if patient in sub.patients:
+                sub.offer(frame)
 
     async def _fetch(self, conn: psycopg.AsyncConnection[Any]) -> None:
         while True:

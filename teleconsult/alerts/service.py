@@ -200,18 +200,29 @@ class EngineService:
                     engine.set_patient(profile, now)
             await work.commit()
             return cursor
+        if payload.startswith("{"):  # the frame itself (notifications come in id order)
+            frame = json.loads(payload)
+            if int(frame["id"]) > cursor:
+                cursor = int(frame["id"])
+                self._apply_action(engine, str(frame["event"]), frame["alert"], now)
+            return cursor
         if int(payload) <= cursor:
             return cursor
         events = await store.events_since(work, cursor)
         await work.commit()
         for ev in events:
             cursor = max(cursor, ev.id)
-            key = AlertKey(str(ev.patient_id), str(ev.payload.get("rule")))
-            if ev.type == "acknowledged":
-                engine.acknowledge(key, now)
-            elif ev.type == "resolved":
-                engine.resolve(key, now)
+            self._apply_action(engine, ev.type, ev.payload, now)
         return cursor
+
+    @staticmethod
+    def _apply_action(engine: Engine, kind: str, alert: dict[str, Any], now: datetime) -> None:
+        """A clinician acknowledged or resolved an alert (on any node): tell the engine."""
+        key = AlertKey(str(alert.get("patient_id")), str(alert.get("rule")))
+        if kind == "acknowledged":
+            engine.acknowledge(key, now)
+        elif kind == "resolved":
+            engine.resolve(key, now)
 
     async def _flush(self, engine: Engine, work: psycopg.AsyncConnection[Any]) -> None:
         events = []

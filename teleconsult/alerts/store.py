@@ -7,8 +7,8 @@ Contract
 - ``alert_events``: every change appends one event whose ``payload`` is the alert row as JSON after the change.
   Event ids are visible in increasing order: each writing transaction takes :data:`EVENT_LOCK`
   (``pg_advisory_xact_lock``) before its first insert, so "events with id > N" never misses a late commit.
-  After the inserts the transaction sends ``NOTIFY tbib_alert_events, '<last id>'``
-  (delivered at commit, to every node).
+  Each event is announced with ``NOTIFY tbib_alert_events`` (delivered at commit, to every node, in commit order =
+  id order): the payload is the websocket frame itself (JSON) when it is under 7000 bytes, else the event id.
 - Every function takes an open ``psycopg.AsyncConnection`` and runs its own transaction block.
 """
 
@@ -109,8 +109,19 @@ async def _lock_and_notify_prefix(conn: Conn) -> None:
     await conn.execute("select pg_advisory_xact_lock(%s)", (EVENT_LOCK,))
 
 
-async def _notify(conn: Conn, last_id: int) -> None:
-    await conn.execute("select pg_notify(%s, %s)", (EVENTS_CHANNEL, str(last_id)))
+#: NOTIFY payloads must stay below 8000 bytes; larger events are announced by id only.
+MAX_NOTIFY_BYTES: Final = 7000
+
+
+def notify_payload(event: StoredEvent) -> str:
+    """The frame itself when small enough (listeners skip a query), else the event id."""
+    text = json.dumps(event.message(), separators=(",", ":"))
+    return text if len(text.encode()) <= MAX_NOTIFY_BYTES else str(event.id)
+
+
+async def _notify(conn: Conn, events: Sequence[StoredEvent]) -> None:
+    for ev in events:
+        await conn.execute("select pg_notify(%s, %s)", (EVENTS_CHANNEL, notify_payload(ev)))
 
 
 async def record_engine_events(conn: Conn, events: Iterable[AlertEvent]) -> list[StoredEvent]:
@@ -131,8 +142,7 @@ async def record_engine_events(conn: Conn, events: Iterable[AlertEvent]) -> list
             row = await cur.fetchone()
             if row is not None:
                 stored.append(_event(row))
-        if stored:
-            await _notify(conn, stored[-1].id)
+        await _notify(conn, stored)
     return stored
 
 
@@ -165,7 +175,7 @@ async def _transition(
         ev_row = await cur.fetchone()
         assert ev_row is not None
         event = _event(ev_row)
-        await _notify(conn, event.id)
+        await _notify(conn, [event])
     return event
 
 

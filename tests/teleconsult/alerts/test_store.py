@@ -109,7 +109,7 @@ async def test_notify_after_commit_and_concurrent_writers_keep_id_order(alerts_d
         await asyncio.gather(*(writer(p) for p in patients))
         seen: list[int] = []
         async for n in listener.notifies(timeout=5.0, stop_after=40):
-            seen.append(int(n.payload))
+            seen.append(int(json.loads(n.payload)["id"]))  # the frame itself (small events)
         assert seen == sorted(seen)  # notifications arrive in commit order == id order
         async with await psycopg.AsyncConnection.connect(alerts_dsn) as conn:
             events = await store.events_since(conn, start)
@@ -157,3 +157,16 @@ async def test_profiles(alerts_dsn: str) -> None:
     assert profile.heart_failure
     assert profile.expected_intervals == {"body_weight": timedelta(days=1)}
     assert profile.gateway_id == "gw-prof"
+
+
+async def test_large_event_is_announced_by_id(alerts_dsn: str) -> None:
+    patient = new_patient(alerts_dsn)
+    async with await psycopg.AsyncConnection.connect(alerts_dsn, autocommit=True) as listener:
+        await listener.execute(f"listen {store.EVENTS_CHANNEL}")
+        async with await psycopg.AsyncConnection.connect(alerts_dsn) as conn:
+            big = ev(EventKind.RAISED, patient, "big", Severity.LOW, 0, blob="x" * 9000)
+            small = ev(EventKind.RAISED, patient, "small", Severity.LOW, 0)
+            stored = await store.record_engine_events(conn, [big, small])
+        payloads = [n.payload async for n in listener.notifies(timeout=5.0, stop_after=2)]
+    assert payloads[0] == str(stored[0].id)
+    assert json.loads(payloads[1]) == json.loads(json.dumps(stored[1].message()))
