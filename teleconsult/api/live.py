@@ -143,6 +143,7 @@ class LiveHub:
             for sub in self.subscribers:
                 if pid in sub.patients:
                     sub.vitals[(item[0], str(item[1]))] = item
+                    sub.wake.set()  # the sender waits until its next vitals slot (interval_s) anyway
 
     async def _fetch_alerts(self) -> None:
         try:

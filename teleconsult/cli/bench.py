@@ -17,6 +17,7 @@ BENCHMARKS: Final[dict[str, tuple[str, str]]] = {
     "gateway": ("gateway_agent.bench", "gateway agent: BLE notifications -> outbox -> MQTT"),
     "alerts": ("teleconsult.bench.alerts", "alert engine throughput and latency"),
     "call": ("teleconsult.bench.call", "teleconsultation call setup and vitals latency"),
+    "dashboard": ("teleconsult.bench.dashboard", "dashboard: patient list time to interactive, frame budget"),
 }
 
 

@@ -1,7 +1,6 @@
 // tbib dashboard entry: session, hash router (#/patients, #/alerts, #/patient/<id>, #/consult/<id>), live feed,
 // connection state. window.tbib exposes state and metrics for tests and benchmarks.
 import { login, logout, me } from "./api.js";
-import { ConsultView } from "./consult.js";
 import { initialLang, onLangChange, setLang, t, translateDom } from "./i18n.js";
 import { Inbox, beep, notify } from "./inbox.js";
 import { LiveFeed } from "./live.js";
@@ -54,7 +53,13 @@ async function route() {
   if (name === "patient" && id) {
     setView(new PatientPage(main, state, feed, id, { onConsult: (pid) => { location.hash = `#/consult/${pid}`; } }));
   } else if (name === "consult" && id) {
-    setView(new ConsultView(main, id));
+    // Loaded on demand: it imports the signaling module's call.js, which exists only with the signaling extension.
+    try {
+      const { ConsultView } = await import("./consult.js");
+      setView(new ConsultView(main, id));
+    } catch (err) {
+      main.textContent = t("consult.error", { detail: err.message });
+    }
   } else if (name === "alerts") {
     setView(new Inbox(main, state));
   } else {
@@ -82,6 +87,7 @@ async function resync() {
 function wireFeed() {
   feed.addEventListener("state", (ev) => {
     showConnection(ev.detail);
+    if (ev.detail.state === "live" && metrics.liveAt === undefined) metrics.liveAt = performance.now();
     if (ev.detail.state === "live" && ev.detail.reconnected) {
       // Alert events were replayed from the last id; vitals are state: reload the snapshot.
       state.loadPatients().catch(() => {});
@@ -98,7 +104,13 @@ function wireFeed() {
       announce(t("notify.title", { patient: a.patient_name || "" }));
     }
   });
-  feed.addEventListener("vitals", (ev) => { state.applyVitals(ev.detail); scheduleSnapshot(); });
+  feed.addEventListener("vitals", (ev) => {
+    const t0 = performance.now();
+    state.applyVitals(ev.detail);
+    const ms = performance.now() - t0;
+    metrics.vitalsApplyMaxMs = Math.max(metrics.vitalsApplyMaxMs || 0, ms);
+    scheduleSnapshot();
+  });
   feed.addEventListener("resync", () => { resync().catch(() => {}); });
 }
 
