@@ -299,8 +299,11 @@ def verify(dsn: str, phases: list[dict[str, Any]]) -> tuple[int, int, int]:
     return lost, duplicated, unexpected
 
 
-def copy_limit(dsn: str, gateways: list[tuple[int, str, str, uuid.UUID]], n: int) -> float:
-    """Readings/s of a raw text COPY of ``n`` rows shaped like ingest's into ``readings`` (rows built beforehand)."""
+def copy_limit(dsn: str, gateways: list[tuple[int, str, str, uuid.UUID]], n: int) -> tuple[float, float]:
+    """Readings/s of a raw text COPY of ``n`` rows shaped like ingest's into ``readings`` (rows built beforehand), and
+    the database backend's CPU microseconds per row."""
+    import psutil
+
     with psycopg.connect(dsn) as conn:
         devs = conn.execute("select id, patient_id from devices order by gateway_id").fetchall()
     base = datetime.now(UTC) - timedelta(hours=20)
@@ -312,12 +315,16 @@ def copy_limit(dsn: str, gateways: list[tuple[int, str, str, uuid.UUID]], n: int
     data = "".join(lines).encode()
     cols = "patient_id, device_id, metric, value, unit, measured_at, received_at, reading_id, group_id, flags"
     with psycopg.connect(dsn) as conn:
+        backend = psutil.Process(conn.info.backend_pid)
+        c0 = backend.cpu_times()
         t0 = time.perf_counter()
         with conn.cursor() as cur, cur.copy(f"copy readings ({cols}) from stdin") as cp:
             for k in range(0, len(data), 1 << 20):
                 cp.write(data[k : k + (1 << 20)])
         conn.commit()
-        return n / (time.perf_counter() - t0)
+        elapsed = time.perf_counter() - t0
+        c1 = backend.cpu_times()
+    return n / elapsed, (c1.user + c1.system - c0.user - c0.system) / n * 1e6
 
 
 def naive(dsn: str, seconds: float) -> float:
@@ -436,7 +443,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for w in workers:
             w.wait(30)
         lost, duplicated, unexpected = verify(dsn, [steady, backlog, latency])
-        copy_rate = copy_limit(dsn, gateways, min(steady["readings"], 300_000))
+        copy_rate, copy_cpu_us = copy_limit(dsn, gateways, min(steady["readings"], 300_000))
         naive_rate = naive(dsn, 2.0)
         hist_p95, points = history_p95(dsn, gateways, 20)
     finally:
@@ -448,6 +455,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.keep_db:
             with psycopg.connect(server_dsn, autocommit=True) as conn:
                 conn.execute(f'drop database if exists "{name}" with (force)')
+    server_us = sum(v for k, v in steady["cpu_us_per_reading"].items() if k != "publishers")
     result = {
         "benchmark": "ingest",
         "readings_per_s": steady["readings_per_s"],
@@ -457,6 +465,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "ratio_to_copy": round(steady["readings_per_s"] / copy_rate, 3),
         "backlog_ratio_to_copy": round(backlog["readings_per_s"] / copy_rate, 3),
         "ratio_to_naive": round(steady["readings_per_s"] / naive_rate, 1),
+        # CPU cost per reading, robust to other load on the machine: our server side vs the COPY backend alone
+        "server_cpu_us_per_reading": round(server_us, 2),
+        "copy_cpu_us_per_reading": round(copy_cpu_us, 2),
+        "cpu_ratio_to_copy": round(copy_cpu_us / server_us, 3),
+        "cpu_bound_readings_per_s": round((os.cpu_count() or 1) * 1e6 / server_us),
         "lost": lost,
         "duplicated": duplicated,
         "unexpected": unexpected,
