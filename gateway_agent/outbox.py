@@ -163,12 +163,18 @@ class Outbox:
         return [OutboxEntry(int(s), str(i), str(d), str(b)) for s, i, d, b in cur.fetchall()]
 
     def ack(self, ids: Sequence[str]) -> int:
-        """Remove the readings with these ids (their PUBACK arrived); return how many were still stored."""
+        """Remove the readings with these ids (their PUBACK arrived); return how many were still stored.
+
+        Committed with ``synchronous=NORMAL`` (no fsync of its own; the next ``append`` syncs it): after a power loss
+        the last acknowledgements may be undone and those readings re-sent with the same ids, which QoS 1 and the
+        ingest's idempotent insert allow. Appends stay ``FULL``.
+        """
         self._check_open()
         if not ids:
             return 0
         removed = 0
         try:
+            self._db.execute("PRAGMA synchronous=NORMAL")
             with self._transaction():
                 for start in range(0, len(ids), 500):
                     chunk = ids[start : start + 500]
@@ -176,6 +182,8 @@ class Outbox:
                     removed += self._db.execute(f"DELETE FROM readings WHERE id IN ({marks})", chunk).rowcount  # noqa: S608
         except sqlite3.Error as exc:
             raise OutboxError(f"outbox {self.path}: ack failed: {exc}") from exc
+        finally:
+            self._db.execute("PRAGMA synchronous=FULL")
         self._depth -= removed
         return removed
 
