@@ -29,6 +29,8 @@ from teleconsult.alerts.service import parse_readings
 log = logging.getLogger(__name__)
 
 RESYNC: Final[dict[str, Any]] = {"type": "resync"}
+#: Key of a queued alert item holding its JSON text (encoded once, sent as is to every subscriber).
+TEXT: Final = "_text"
 
 
 @dataclass(eq=False)
@@ -120,7 +122,7 @@ class Hub:
                         if n.channel == store.READINGS_CHANNEL:
                             self._dispatch_readings(n.payload)
                         elif n.payload.startswith("{"):
-                            self._dispatch_frame(json.loads(n.payload))
+                            self._dispatch_frame(json.loads(n.payload), n.payload)
                         elif n.payload.isdigit() and int(n.payload) > self.cursor:
                             await self._fetch(fetch)
             except psycopg.Error as exc:
@@ -128,25 +130,25 @@ class Hub:
                 self._resync_all("server lost the database")
             await asyncio.sleep(self.retry_s)
 
-    def _dispatch_frame(self, frame: dict[str, Any]) -> None:
-        """An event carried in its notification (notifications arrive in id order: see :mod:`store`)."""
+    def _dispatch_frame(self, frame: dict[str, Any], text: str | None = None) -> None:
+        """An event carried in its notification (notifications arrive in id order: see :mod:`store`).
+
+        The frame is encoded once (``TEXT`` key) for all its subscribers.
+        """
         if int(frame["id"]) <= self.cursor:
             return
         self.cursor = int(frame["id"])
         patient = uuid.UUID(str(frame["alert"]["patient_id"]))
+        item = {"id": frame["id"], TEXT: text if text is not None else json.dumps(frame, separators=(",", ":"))}
         for sub in self._alerts:
             if patient in sub.patients:
-                sub.offer(frame)
+                sub.offer(item)
 
     async def _fetch(self, conn: psycopg.AsyncConnection[Any]) -> None:
         while True:
             events = await store.events_since(conn, self.cursor, limit=1000)
             for ev in events:
-                self.cursor = ev.id
-                frame = ev.message()
-                for sub in self._alerts:
-                    if ev.patient_id in sub.patients:
-                        sub.offer(frame)
+                self._dispatch_frame(ev.message())
             if len(events) < 1000:
                 return
 

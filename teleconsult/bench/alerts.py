@@ -294,6 +294,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--gap", type=float, default=0.2, help="seconds between probes (default 0.2)")
     ap.add_argument("--gateways", type=int, default=50, help="simulated background gateways (default 50)")
     ap.add_argument("--publishers", type=int, default=2, help="background publisher processes (default 2)")
+    ap.add_argument("--ingest-batch", type=int, default=2000, help="ingest max readings per transaction (2000)")
     ap.add_argument("--dsn", help="server DSN to create the benchmark database in (default: project services)")
     ap.add_argument("--keep-db", action="store_true", help="do not drop the benchmark database")
     ap.add_argument("--json", action="store_true", help="print only the JSON result on stdout")
@@ -314,7 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             subprocess.Popen(  # noqa: S603 - our own CLI
                 [sys.executable, "-m", "teleconsult.cli.main", "ingest", "--dsn", dsn, "--mqtt-url", broker.url,
                  "--client-id", f"{share}-w0", "--topic", f"$share/{share}/tbib/v1/gw/+/readings",
-                 "--linger-ms", "10"],
+                 "--linger-ms", "10", "--batch", str(args.ingest_batch)],
                 cwd=REPO,
             )
         )  # fmt: skip
@@ -391,12 +392,15 @@ async def _measure(
         duration = args.probes * (args.gap + 0.3) + 15
         before = count_readings(dsn)
         cpu0 = cpu_seconds(dsn, pids)
+        procs, results, _go = start_background(mqtt_url, gateways, args.rate, duration, args.publishers)
         began = time.time()
-        procs, *_keep = start_background(mqtt_url, gateways, args.rate, duration, args.publishers)
         await asyncio.sleep(4.0)  # steady state
         loaded = summary(await run_probes(client, dash, args.probes, args.gap), args.probes, len(dash.sockets))
+        reports = [await asyncio.to_thread(results.get, True, duration + 60) for _ in procs]
+        published = sum(sum(r["sent"].values()) for r in reports) * 10
+        publish_s = max(r["last_publish"] for r in reports) - min(r["began"] for r in reports)
         for p in procs:
-            p.join(duration + 60)
+            p.join(10)
         elapsed = time.time() - began
         cpu1 = cpu_seconds(dsn, pids)
         await asyncio.sleep(2.0)
@@ -412,6 +416,7 @@ async def _measure(
         "max_ms": loaded["max_ms"],
         "background_readings_per_s": round(stored / elapsed),
         "background_target_per_s": args.rate,
+        "background_published_per_s": round(published / publish_s),
         "dashboards": len(doctor_tokens),
         "probes": args.probes,
         "frames": loaded["frames"],

@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.websockets import WebSocketDisconnect
 
 from teleconsult.alerts import store
-from teleconsult.alerts.hub import Hub, Subscriber
+from teleconsult.alerts.hub import TEXT, Hub, Subscriber
 from teleconsult.alerts.model import Severity
 from teleconsult.alerts.rules import EngineConfig
 from teleconsult.alerts.service import EngineService
@@ -212,7 +212,7 @@ async def alerts_socket(websocket: WebSocket) -> None:
             nonlocal last
             if int(frame["id"]) <= last:
                 return False  # already replayed
-            await websocket.send_json(frame)
+            await websocket.send_text(frame[TEXT])
             last = int(frame["id"])
             return True
 
