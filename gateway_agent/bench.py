@@ -80,6 +80,14 @@ class _Counter:
         self.client.disconnect()
         self.client.loop_stop()
 
+    def wait_for(self, n: int, limit_s: float = 30.0) -> int:
+        """Wait until ``n`` readings arrived (or ``limit_s``); close; return how many arrived (a delivery check)."""
+        deadline = time.monotonic() + limit_s
+        while self.readings < n and time.monotonic() < deadline:
+            time.sleep(0.02)
+        self.close()
+        return self.readings
+
 
 def live(url: str, devices: int, seconds: float, warmup: float, tmp: Path) -> dict[str, Any]:
     """Run the gateway as a child process and sample it."""
@@ -147,6 +155,7 @@ async def _replay(url: str, path: Path, n: int, batch: int, window: int) -> dict
         for start in range(0, n, 1000):
             box.append(objs[start : start + 1000])
         gw = f"gw-bench-replay-{uuid.uuid4().hex[:8]}"
+        counter = _Counter(host, port, gw)
         pub = MqttPublisher(
             box, BrokerParams(host, port, gw), gateway_id=gw, max_readings=batch, max_delay=0.0, window=window
         )
@@ -157,7 +166,8 @@ async def _replay(url: str, path: Path, n: int, batch: int, window: int) -> dict
         elapsed = time.perf_counter() - t0
         await pub.stop()
         assert box.depth() == 0
-    return {"backlog": n, "seconds": round(elapsed, 3), "readings_per_s": round(n / elapsed, 1)}
+    delivered = await asyncio.to_thread(counter.wait_for, n)
+    return {"backlog": n, "seconds": round(elapsed, 3), "readings_per_s": round(n / elapsed, 1), "delivered": delivered}
 
 
 def replay(url: str, n: int, batch: int, window: int, tmp: Path) -> dict[str, Any]:
@@ -169,6 +179,7 @@ def baseline(url: str, n: int, batch: int, window: int) -> dict[str, Any]:
     """Raw paho: the same batch payloads, QoS 1, ``window`` in flight, no outbox; until the last PUBACK."""
     host, port = urlsplit(url).hostname or "127.0.0.1", urlsplit(url).port or 1883
     gw = f"gw-bench-raw-{uuid.uuid4().hex[:8]}"
+    counter = _Counter(host, port, gw)
     bodies = [json.dumps({"id": str(uuid.uuid4()), **o}, separators=(",", ":")) for _a, o in _objects(n)]
     payloads = [encode_batch(gw, datetime.now(UTC), bodies[i : i + batch]) for i in range(0, n, batch)]
     done = threading.Event()
@@ -195,7 +206,8 @@ def baseline(url: str, n: int, batch: int, window: int) -> dict[str, Any]:
     elapsed = time.perf_counter() - t0
     client.disconnect()
     client.loop_stop()
-    return {"backlog": n, "seconds": round(elapsed, 3), "readings_per_s": round(n / elapsed, 1)}
+    delivered = counter.wait_for(n)
+    return {"backlog": n, "seconds": round(elapsed, 3), "readings_per_s": round(n / elapsed, 1), "delivered": delivered}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
