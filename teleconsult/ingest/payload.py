@@ -90,6 +90,10 @@ class ValidReading(NamedTuple):
     address: str
     reading_id: str
     row: str
+    metric: str
+    unit: str
+    value: float
+    measured: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +104,8 @@ class Decoded:
     sent_at: float | None
     readings: list[ValidReading]
     rejects: list[str]
+    newest: dict[tuple[str, str], ValidReading]
+    """The newest valid reading per (device address, metric) of this message (for ``latest_readings``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,8 +191,15 @@ def _check_reading(r: object, vocab: Vocabulary, latest: datetime) -> ValidReadi
         flags_text = dumped.replace("\\", "\\\\")
     else:
         return "flags must be an object or null"
+    value = float(value)
     return ValidReading(
-        address, rid, f"{metric}\t{float(value)!r}\t{unit}\t{m_raw}\t{received}\t{rid}\t{group_id}\t{flags_text}\n"
+        address,
+        rid,
+        f"{metric}\t{value!r}\t{unit}\t{m_raw}\t{received}\t{rid}\t{group_id}\t{flags_text}\n",
+        metric,
+        unit,
+        value,
+        measured,
     )
 
 
@@ -218,13 +231,18 @@ def decode_batch(
     latest = now + MAX_FUTURE
     valid: list[ValidReading] = []
     rejects: list[str] = []
+    newest: dict[tuple[str, str], ValidReading] = {}
     for i, r in enumerate(readings):
         checked = _check_reading(r, vocab, latest)
         if isinstance(checked, str):
             rejects.append(f"readings[{i}]: {checked}")
-        else:
-            valid.append(checked)
-    return Decoded(gw, sent.timestamp(), valid, rejects)
+            continue
+        valid.append(checked)
+        key = (checked.address, checked.metric)
+        best = newest.get(key)
+        if best is None or checked.measured > best.measured:
+            newest[key] = checked
+    return Decoded(gw, sent.timestamp(), valid, rejects, newest)
 
 
 class Binding(Protocol):
@@ -237,8 +255,27 @@ class Binding(Protocol):
     def patient_id(self) -> Any: ...
 
 
-def copy_rows(decoded: Decoded, bindings: Mapping[tuple[str, str], Binding]) -> tuple[list[str], list[str]]:
-    """COPY text lines for the staging table (see ``STAGING_COLUMNS``) and the readings refused as not enrolled."""
+class LatestRow(NamedTuple):
+    """A candidate row of ``latest_readings``."""
+
+    patient_id: Any
+    metric: str
+    value: float
+    unit: str
+    measured_at: datetime
+    device_id: Any
+    reading_id: str
+
+
+def copy_rows(
+    decoded: Decoded,
+    bindings: Mapping[tuple[str, str], Binding],
+    latest: dict[tuple[str, str], LatestRow] | None = None,
+) -> tuple[list[str], list[str]]:
+    """COPY text lines (see ``STAGING_COLUMNS``) and the readings refused as not enrolled.
+
+    With ``latest``, also keeps there the newest row per (patient id, metric) seen so far (merged across messages).
+    """
     lines: list[str] = []
     rejects: list[str] = []
     gw = decoded.gateway_id
@@ -253,6 +290,15 @@ def copy_rows(decoded: Decoded, bindings: Mapping[tuple[str, str], Binding]) -> 
             rejects.append(f"reading {r.reading_id}: device {r.address!r} is not enrolled to gateway {gw!r}")
             continue
         lines.append(prefix + r.row)
+    if latest is not None:
+        for (address, metric), r in decoded.newest.items():
+            b = bindings.get((gw, address))
+            if b is None:
+                continue
+            key = (str(b.patient_id), metric)
+            cur = latest.get(key)
+            if cur is None or r.measured > cur.measured_at:
+                latest[key] = LatestRow(b.patient_id, metric, r.value, r.unit, r.measured, b.device_id, r.reading_id)
     return lines, rejects
 
 

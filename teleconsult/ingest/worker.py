@@ -38,6 +38,7 @@ from teleconsult.errors import IngestError
 from teleconsult.ingest.metrics import IngestMetrics
 from teleconsult.ingest.payload import (
     Decoded,
+    LatestRow,
     Rejected,
     Vocabulary,
     copy_rows,
@@ -100,6 +101,7 @@ class _Work:
     lines: list[list[str]]
     dead: list[DeadLetter | None]
     sent_at: list[float | None]
+    latest: dict[tuple[str, str], LatestRow] = field(default_factory=dict)
 
 
 class IngestWorker:
@@ -296,7 +298,7 @@ class IngestWorker:
                 work.sent_at.append(None)
                 self.metrics.rejected += 1
                 continue
-            lines, not_enrolled = copy_rows(d, self._bindings)
+            lines, not_enrolled = copy_rows(d, self._bindings, work.latest)
             reasons = d.rejects + not_enrolled
             work.lines.append(lines)
             work.sent_at.append(d.sent_at)
@@ -394,7 +396,7 @@ class IngestWorker:
         lines = [line for ls in work.lines for line in ls]
         dead = [d for d in work.dead if d is not None]
         t0 = time.perf_counter()
-        result = await write_batch(conn, lines, dead)
+        result = await write_batch(conn, lines, dead, list(work.latest.values()))
         self._account(work, result.inserted, result.duplicate, len(dead), time.perf_counter() - t0)
 
     async def _write_each(self, conn: psycopg.AsyncConnection[Any], work: _Work) -> None:

@@ -1,19 +1,27 @@
 """Database side of ingest: one transaction per batch, idempotent.
 
-Per batch: ``COPY`` text rows into a session temp table ``ingest_staging`` (``ON COMMIT DELETE ROWS``), then
-``INSERT INTO readings ... SELECT ... ON CONFLICT (reading_id, measured_at) DO NOTHING`` (a redelivered or resent
-reading is stored once), then upsert ``latest_readings`` keeping the newest ``measured_at``, then the batch's dead
-letters, then ``COMMIT``. The caller acknowledges MQTT messages only after :func:`write_batch` returns.
+Per batch, inside one transaction:
+1. Fast path: ``COPY`` the rows straight into ``readings`` inside a savepoint. ``COPY`` is PostgreSQL's cheapest way in
+   (multi-row inserts); it fails as a whole on the unique index ``(reading_id, measured_at)`` if any reading is already
+   stored (a QoS 1 redelivery, a gateway resend).
+2. Only then, idempotent path: roll back to the savepoint, ``COPY`` into the session temp table ``ingest_staging``
+   (``ON COMMIT DELETE ROWS``) and ``INSERT INTO readings ... SELECT ... ON CONFLICT (reading_id, measured_at) DO
+   NOTHING``: every reading is stored once, duplicates are counted.
+3. Upsert ``latest_readings`` from the batch's newest row per (patient, metric) (computed by the caller, sorted: a
+   stable lock order across workers), keeping the newest ``measured_at``; insert the batch's dead letters; ``COMMIT``.
+The caller acknowledges MQTT messages only after :func:`write_batch` returns.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 from psycopg import AsyncConnection
+from psycopg.errors import UniqueViolation
 
-from teleconsult.ingest.payload import STAGING_COLUMNS
+from teleconsult.ingest.payload import STAGING_COLUMNS, LatestRow
 
 STAGING_DDL: Final = (
     "create temp table if not exists ingest_staging (patient_id uuid, device_id uuid, metric text,"
@@ -28,6 +36,17 @@ INSERT_SQL: Final = (
 )
 # distinct on + order by: one row per key (ON CONFLICT DO UPDATE cannot touch a row twice) and a stable lock order
 # across concurrent workers (no deadlock).
+DIRECT_COPY_SQL: Final = f"copy readings ({_COLS}) from stdin"
+LATEST_VALUES_SQL: Final = (
+    "insert into latest_readings (patient_id, metric, value, unit, measured_at, device_id, reading_id)"
+    " select * from unnest(%s::uuid[], %s::text[], %s::float8[], %s::text[], %s::timestamptz[], %s::uuid[],"
+    " %s::uuid[]) as t(patient_id, metric, value, unit, measured_at, device_id, reading_id)"
+    " order by patient_id, metric"
+    " on conflict (patient_id, metric) do update set value = excluded.value, unit = excluded.unit,"
+    " measured_at = excluded.measured_at, device_id = excluded.device_id, reading_id = excluded.reading_id,"
+    " updated_at = now()"
+    " where excluded.measured_at > latest_readings.measured_at"
+)
 LATEST_SQL: Final = (
     "insert into latest_readings (patient_id, metric, value, unit, measured_at, device_id, reading_id)"
     " select distinct on (patient_id, metric) patient_id, metric, value, unit, measured_at, device_id, reading_id"
@@ -72,17 +91,40 @@ async def prepare_connection(conn: AsyncConnection[Any]) -> None:
     await conn.commit()
 
 
-async def write_batch(conn: AsyncConnection[Any], lines: list[str], dead: list[DeadLetter]) -> WriteResult:
-    """Store ``lines`` (COPY text rows) and ``dead`` letters in one transaction; idempotent."""
+async def write_batch(
+    conn: AsyncConnection[Any],
+    lines: list[str],
+    dead: list[DeadLetter],
+    latest: Sequence[LatestRow] | None = None,
+) -> WriteResult:
+    """Store ``lines`` (COPY text rows) and ``dead`` letters in one transaction; idempotent.
+
+    ``latest``: the newest row per (patient, metric) of the batch; ``None`` derives it in SQL from the staging table
+    (always the idempotent path then).
+    """
     inserted = 0
+    data = "".join(lines).encode() if lines else b""
     async with conn.transaction():
         if lines:
             async with conn.cursor() as cur:
-                async with cur.copy(COPY_SQL) as copy:
-                    await copy.write("".join(lines).encode())
-                await cur.execute(INSERT_SQL)
-                inserted = max(cur.rowcount, 0)
-                await cur.execute(LATEST_SQL)
+                direct = latest is not None
+                if direct:
+                    try:
+                        async with conn.transaction(), cur.copy(DIRECT_COPY_SQL) as copy:
+                            await copy.write(data)
+                        inserted = len(lines)
+                    except UniqueViolation:
+                        direct = False
+                if not direct:
+                    async with cur.copy(COPY_SQL) as copy:
+                        await copy.write(data)
+                    await cur.execute(INSERT_SQL)
+                    inserted = max(cur.rowcount, 0)
+                if latest is None:
+                    await cur.execute(LATEST_SQL)
+                elif latest:
+                    rows = sorted(latest, key=lambda r: (str(r.patient_id), r.metric))
+                    await cur.execute(LATEST_VALUES_SQL, [list(col) for col in zip(*rows, strict=True)])
         if dead:
             async with conn.cursor() as cur:
                 await cur.executemany(

@@ -47,10 +47,12 @@ async def store(pool: AsyncConnectionPool, gw: str, body: bytes) -> tuple[int, i
     assert isinstance(d, Decoded)
     assert d.rejects == []
     async with await psycopg.AsyncConnection.connect(pool.conninfo, autocommit=True) as conn:
-        lines, rejects = copy_rows(d, await enrolment_map(conn))
+        latest: dict = {}
+        lines, rejects = copy_rows(d, await enrolment_map(conn), latest)
         assert rejects == []
         await prepare_connection(conn)
-        r = await write_batch(conn, lines, [])
+        # direct COPY path with the caller's latest rows; falls back to staging + ON CONFLICT on a duplicate
+        r = await write_batch(conn, lines, [], list(latest.values()))
     return r.inserted, r.duplicate
 
 
@@ -174,3 +176,20 @@ async def test_retention_per_metric_family(pool: AsyncConnectionPool, patient, s
             "select count(*) from readings where measured_at < %s", (now - timedelta(days=100),)
         ).fetchone()
     assert n == (0,)
+
+
+async def test_staging_path_without_caller_latest(pool: AsyncConnectionPool, patient) -> None:
+    """``latest=None`` (the per-message poison-isolation path): staging + ON CONFLICT, latest derived in SQL."""
+    pid, gw = patient
+    t = DAY + timedelta(days=20)
+    body, _ = payload(gw, [("spo2", t, 91), ("spo2", t + timedelta(minutes=1), 93)])
+    d = decode_batch(f"tbib/v1/gw/{gw}/readings", body, vocab=VOCAB, now=datetime.now(UTC))
+    assert isinstance(d, Decoded)
+    async with await psycopg.AsyncConnection.connect(pool.conninfo, autocommit=True) as conn:
+        lines, _ = copy_rows(d, await enrolment_map(conn))
+        await prepare_connection(conn)
+        first = await write_batch(conn, lines, [])
+        again = await write_batch(conn, lines, [])
+    assert (first.inserted, first.duplicate, again.inserted, again.duplicate) == (2, 0, 0, 2)
+    latest = await latest_for_patient(pool, pid)
+    assert latest["spo2"].value == 93
