@@ -180,7 +180,7 @@ class Subscriber:
 
     def start(self) -> None:
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"test-sub-{uuid.uuid4().hex[:8]}", protocol=mqtt.MQTTv5)
-        c.reconnect_delay_set(0.2, 1.0)
+        c.reconnect_delay_set(1, 1)
 
         def on_connect(client: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
             if not rc.is_failure:
@@ -191,12 +191,12 @@ class Subscriber:
 
         def on_message(_c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
             with self.lock:
-                self.messages.append((msg.topic, msg.payload, msg.retain))
+                self.messages.append((msg.topic, bytes(msg.payload), msg.retain))
 
         c.on_connect = on_connect
         c.on_subscribe = on_subscribe
         c.on_message = on_message
-        props = Properties(PacketTypes.CONNECT)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = 3600
         c.connect(self.host, self.port, clean_start=False, properties=props)
         c.loop_start()

@@ -189,7 +189,7 @@ async def test_link_outage_gateway_keeps_capturing(tmp_path: Path, own_broker: O
             violations.extend(r["id"] for r in json.loads(payload)["readings"] if r["id"] in acked)
         return real_publish(topic, payload, *a, **kw)
 
-    gateway.publisher._client.publish = checked_publish  # type: ignore[method-assign]
+    gateway.publisher._client.publish = checked_publish  # type: ignore[method-assign,assignment]
     stop = asyncio.Event()
     task = asyncio.create_task(gateway.run(stop))
     await asyncio.sleep(2.0)

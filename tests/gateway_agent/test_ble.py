@@ -13,6 +13,7 @@ import pytest
 
 from devices.gatt import decode_characteristic
 from devices.readings import to_readings
+from devices.sim import GlucoseMeter
 from gateway_agent import ble as ble_module
 from gateway_agent.ble import BleManager
 from gateway_agent.outbox import Outbox
@@ -64,7 +65,10 @@ async def test_heart_rate_stream_decoded_as_encoded(tmp_path: Path, monkeypatch:
         for c, d in raw
         for r in to_readings(decode_characteristic(c, d), received_at=datetime.now(UTC), clock_offset=timedelta(0))
     ]
-    key = lambda r: (r["metric"], r["value"], r["unit"], r["device_time"])  # noqa: E731
+
+    def key(r: dict[str, Any]) -> tuple[Any, ...]:
+        return (r["metric"], r["value"], r["unit"], r["device_time"])
+
     assert Counter(key(r) for r in got) == Counter(
         (e.metric, e.value, e.unit, None if e.device_time is None else e.device_time.isoformat()) for e in expected
     )
@@ -176,6 +180,7 @@ async def test_glucose_racp_disconnect_midway_resumes_from_last_sequence(tmp_pat
     assert sorted(seqs) == list(range(1, 41))  # every record exactly once
     # a later session asks only for newer records: nothing is fetched twice
     meter = sim.world.get(entry.address)
+    assert isinstance(meter, GlucoseMeter)
     meter.trigger(sim.world.clock.now())
     await until(lambda: box.racp_last_seq(entry.address) == 41, 10)
     mgr.stop()

@@ -136,7 +136,7 @@ async def test_link_outage_nothing_lost_no_republish_after_puback(tmp_path: Path
             violations.extend(r["id"] for r in json.loads(payload)["readings"] if r["id"] in acked)
         return real_publish(topic, payload, *a, **kw)
 
-    pub._client.publish = checked_publish  # type: ignore[method-assign]
+    pub._client.publish = checked_publish  # type: ignore[method-assign,assignment]
     await pub.start()
     captured: list[str] = []
     stop = asyncio.Event()
