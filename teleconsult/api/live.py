@@ -32,7 +32,7 @@ from typing import Any, Final
 
 import psycopg
 from fastapi import APIRouter, FastAPI, WebSocket, WebSocketException, status
-from starlette.websockets import WebSocketDisconnect
+from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from teleconsult.api.deps import DbPool, accept_websocket, audit, authenticate_websocket, client_addr
 from teleconsult.security.models import Role
@@ -223,8 +223,9 @@ async def patients_feed(websocket: WebSocket) -> None:
         reader.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await reader
-        with contextlib.suppress(RuntimeError, OSError):
-            await websocket.close()
+        if websocket.client_state is WebSocketState.CONNECTED:
+            with contextlib.suppress(RuntimeError, OSError, WebSocketDisconnect):
+                await websocket.close()
 
 
 async def _drain(ws: WebSocket, sub: Subscriber) -> None:

@@ -4,7 +4,6 @@ import { login, logout, me } from "./api.js";
 import { initialLang, onLangChange, setLang, t, translateDom } from "./i18n.js";
 import { Inbox, beep, notify } from "./inbox.js";
 import { LiveFeed } from "./live.js";
-import { PatientPage } from "./patient.js";
 import { PatientList } from "./patients.js";
 import { DashboardState } from "./state.js";
 
@@ -51,7 +50,13 @@ async function route() {
     if (a.getAttribute("href") === `#/${name}`) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
   }
   if (name === "patient" && id) {
-    setView(new PatientPage(main, state, feed, id, { onConsult: (pid) => { location.hash = `#/consult/${pid}`; } }));
+    // Loaded on demand: charts need uPlot from node_modules (`make setup`); the list and inbox work without it.
+    try {
+      const { PatientPage } = await import("./patient.js");
+      setView(new PatientPage(main, state, feed, id, { onConsult: (pid) => { location.hash = `#/consult/${pid}`; } }));
+    } catch (err) {
+      main.textContent = t("patient.unavailable", { detail: err.message });
+    }
   } else if (name === "consult" && id) {
     // Loaded on demand: it imports the signaling module's call.js, which exists only with the signaling extension.
     try {
