@@ -181,3 +181,20 @@ async def test_network_cut_reconnects_and_shows_the_missed_alert(stack: Stack, b
     await page.click("#nav a[href='#/alerts']")
     await page.wait_for_selector(f"li[data-alert-id='{missed}']")
     await context.close()
+
+
+async def test_english_switch_and_keyboard_navigation(stack: Stack, browser: Any) -> None:
+    context = await browser.new_context(locale="en-GB", bypass_csp=True)
+    page = await context.new_page()
+    await login(page, stack)
+    assert await page.text_content("main h1") == "Mes patients"  # French by default
+    await page.select_option("#lang", "en")
+    await page.wait_for_function("document.querySelector('main h1').textContent === 'My patients'")
+    assert await page.get_attribute("html", "lang") == "en"
+    assert await page.text_content("#conn") == "Live"
+    await page.focus("table.patients tbody tr:first-child a")
+    await page.keyboard.press("Enter")
+    await page.wait_for_selector("figure.chart")
+    assert await page.text_content("#start-consult") == "Start a teleconsultation"
+    await page.select_option("#lang", "fr")  # the choice is remembered per browser; leave French for the other tests
+    await context.close()
