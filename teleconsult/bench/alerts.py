@@ -294,6 +294,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--gap", type=float, default=0.2, help="seconds between probes (default 0.2)")
     ap.add_argument("--gateways", type=int, default=50, help="simulated background gateways (default 50)")
     ap.add_argument("--publishers", type=int, default=2, help="background publisher processes (default 2)")
+    ap.add_argument("--split", action="store_true", help="run the engine leader on a second server process")
     ap.add_argument("--ingest-batch", type=int, default=2000, help="ingest max readings per transaction (2000)")
     ap.add_argument("--dsn", help="server DSN to create the benchmark database in (default: project services)")
     ap.add_argument("--keep-db", action="store_true", help="do not drop the benchmark database")
@@ -319,28 +320,39 @@ def main(argv: Sequence[str] | None = None) -> int:
                 cwd=REPO,
             )
         )  # fmt: skip
-        port = free_port()
-        env = {
-            **os.environ,
-            "TBIB_ENV": "test",
-            "TBIB_DATABASE_URL": dsn,
-            "TBIB_SECRET_KEY": SECRET,
-            "TBIB_MQTT_URL": broker.url,
-            "TBIB_DB_POOL_MAX_SIZE": "20",
-            "TBIB_EXT": json.dumps({"alerts": {"heartbeat_s": 5.0, "queue_size": 10_000}}),
-        }
-        procs.append(
-            subprocess.Popen(  # noqa: S603 - our own CLI
+
+        def server(engine: bool) -> tuple[subprocess.Popen[bytes], int]:
+            port = free_port()
+            ext = {"alerts": {"heartbeat_s": 5.0, "queue_size": 10_000, "engine": engine}}
+            env = {
+                **os.environ,
+                "TBIB_ENV": "test",
+                "TBIB_DATABASE_URL": dsn,
+                "TBIB_SECRET_KEY": SECRET,
+                "TBIB_MQTT_URL": broker.url,
+                "TBIB_DB_POOL_MAX_SIZE": "20",
+                "TBIB_EXT": json.dumps(ext),
+            }
+            proc = subprocess.Popen(  # noqa: S603 - our own CLI
                 [sys.executable, "-m", "teleconsult.cli.main", "server", "--port", str(port)],
                 cwd=REPO,
                 env=env,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
-        )
-        wait_leader(dsn)
-        wait_port(port, procs[-1])
-        pids = {"ingest": procs[0].pid, "server": procs[1].pid, "broker": broker.proc.pid, "bench": os.getpid()}
+            procs.append(proc)
+            wait_port(port, proc)
+            return proc, port
+
+        pids = {"ingest": procs[0].pid, "broker": broker.proc.pid, "bench": os.getpid()}
+        if args.split:  # the engine leader on its own node; the dashboards on an API node without engine
+            pids["engine_node"] = server(True)[0].pid
+            wait_leader(dsn)
+            api, port = server(False)
+        else:
+            api, port = server(True)
+            wait_leader(dsn)
+        pids["server"] = api.pid
         result = asyncio.run(_measure(args, dsn, broker.url, f"ws://127.0.0.1:{port}", gateways, doctor_tokens, pids))
     finally:
         for p in procs:
@@ -428,6 +440,7 @@ async def _measure(
             None if not (baseline["p99_ms"] and loaded["p99_ms"]) else round(loaded["p99_ms"] / baseline["p99_ms"], 2)
         ),
         "goal_p99_ms": 100,
+        "split_engine_node": args.split,
         "cpus": os.cpu_count(),
         "cpu_cores_busy_loaded": {k: round((cpu1[k] - cpu0.get(k, 0.0)) / elapsed, 2) for k in cpu1},
         "loadavg_1m_at_end": round(os.getloadavg()[0], 2),

@@ -74,6 +74,10 @@ class AlertsExt(BaseModel):
     escalate_high_s: float = Field(default=300.0, gt=0)
     escalate_medium_s: float = Field(default=900.0, gt=0)
     news2_freshness_s: float = Field(default=3600.0, gt=0)
+    gateway_offline_s: float = Field(default=300.0, gt=0)
+    """A gateway offline this long raises "gateway_offline" for its patients."""
+    no_data_grace_s: float = Field(default=900.0, ge=0)
+    """Added to a metric's expected interval before "no data" is raised."""
     gateway_status: bool = True
     """Subscribe to the gateways' status topics on ``mqtt_url`` (leader only)."""
 
@@ -87,6 +91,8 @@ def engine_config(ext: AlertsExt) -> EngineConfig:
     """Engine settings from the extension's table."""
     return EngineConfig(
         news2_freshness=timedelta(seconds=ext.news2_freshness_s),
+        gateway_offline_after=timedelta(seconds=ext.gateway_offline_s),
+        no_data_grace=timedelta(seconds=ext.no_data_grace_s),
         escalate_after={
             Severity.HIGH: timedelta(seconds=ext.escalate_high_s),
             Severity.MEDIUM: timedelta(seconds=ext.escalate_medium_s),
