@@ -138,6 +138,7 @@ class Gateway:
                 "dropped": self.outbox.dropped(),
                 "max_readings": self.outbox.max_readings,
             },
+            "ble": {"scanner_error": self.ble.scanner_error},
             "devices": [st.to_json() for st in self.ble.status.values()],
         }
 

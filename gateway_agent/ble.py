@@ -144,6 +144,9 @@ class BleManager:
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.clients: dict[str, BleakClient] = {}
+        self.scanner_error: str | None = None
+        """Why scanning cannot start (no adapter, BlueZ down), for the status file."""
+        self.scanner_retry_s = 30.0
 
     # -- lifecycle -----------------------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -152,8 +155,18 @@ class BleManager:
             log.warning("no enrolled devices: nothing to do")
             await self._stopping.wait()
             return
-        scanner = BleakScanner(self._detected, service_uuids(list(self.devices.values())), **self._scanner_kwargs)
-        await scanner.start()
+        while True:  # no adapter / BlueZ down: say so in the status, keep the publisher replaying, retry
+            scanner = BleakScanner(self._detected, service_uuids(list(self.devices.values())), **self._scanner_kwargs)
+            try:
+                await scanner.start()
+            except (BleakError, OSError) as exc:
+                self.scanner_error = f"cannot scan (BlueZ running? an adapter?): {type(exc).__name__}: {exc}"
+            else:
+                self.scanner_error = None
+                break
+            log.error("%s; retrying in %.0f s", self.scanner_error, self.scanner_retry_s)
+            if not await self._wait_or_stop(self._stopping.wait(), self.scanner_retry_s):
+                return
         try:
             self._tasks = [asyncio.create_task(self._device_loop(d), name=f"ble-{a}") for a, d in self.devices.items()]
             await self._stopping.wait()

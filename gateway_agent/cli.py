@@ -165,6 +165,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
             sim = simulate(args.simulate)
             scanner_kwargs = sim.scanner_kwargs
+            enrolled = {d.address: d.device_id for d in sim.devices}  # a simulated run enrols them all
         elif args.config is not None or DEFAULT_CONFIG_PATH.exists():
             enrolled = {d.address: d.device_id for d in _settings(args).devices}
     except (GatewayError, ValueError) as exc:
@@ -172,7 +173,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
     try:
         found = asyncio.run(scan(None, seconds=args.seconds, scanner_kwargs=scanner_kwargs))
     except Exception as exc:  # noqa: BLE001 (bleak raises many types when there is no adapter)
-        return _fail("scan", f"cannot scan: {type(exc).__name__}: {exc}", 1)
+        return _fail("scan", f"cannot scan (is BlueZ running, is there an adapter?): {type(exc).__name__}: {exc}", 1)
     rows = [
         {
             "address": d.address,
@@ -216,13 +217,15 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         sys.stdout.write(json.dumps({**doc, "age_s": round(age, 1), "stale": stale}) + "\n")
         return 1 if stale else 0
-    link, box = doc.get("link", {}), doc.get("outbox", {})
+    link, box, ble = doc.get("link", {}), doc.get("outbox", {}), doc.get("ble") or {}
     out = [
         f"gateway {doc.get('gateway_id')}  {'STALE ' if stale else ''}(updated {age:.0f} s ago, pid {doc.get('pid')})",
         f"link    {link.get('state')}  {link.get('broker')}"
         + (f"  error: {link['last_error']}" if link.get("last_error") else ""),
         f"outbox  {box.get('depth')} waiting, {box.get('dropped')} dropped (max {box.get('max_readings')})",
     ]
+    if ble.get("scanner_error"):
+        out.append(f"ble     {ble['scanner_error']}")
     for d in doc.get("devices", []):
         last = d.get("last_reading") or {}
         reading = (
