@@ -491,12 +491,3 @@ class MqttPublisher:
         if self._clock is not None:
             return self._clock()
         return asyncio.get_running_loop().time() if self._loop is not None else 0.0
-
-
-def broker_reachable(host: str, port: int, timeout: float = 2.0) -> bool:
-    """Whether a TCP connection to the broker can be opened (for ``tbib gateway status``)."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False

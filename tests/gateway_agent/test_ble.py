@@ -14,6 +14,7 @@ import pytest
 from devices.gatt import decode_characteristic
 from devices.readings import to_readings
 from devices.sim import GlucoseMeter
+from devices.sim.backend import SimBleakClient
 from gateway_agent import ble as ble_module
 from gateway_agent.ble import BleManager
 from gateway_agent.outbox import Outbox
@@ -143,7 +144,7 @@ async def test_clock_offset_measured_and_applied(tmp_path: Path) -> None:
     box.close()
 
 
-async def test_spot_check_device_disconnected_when_idle(tmp_path: Path) -> None:
+async def test_spot_check_device_disconnected_when_idle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     sim = simulate(
         1,
         kinds=["thermometer"],
@@ -151,6 +152,15 @@ async def test_spot_check_device_disconnected_when_idle(tmp_path: Path) -> None:
         idle_disconnect_s=0.3,
     )
     entry = sim.devices[0]
+    calls: list[str] = []
+    for name in ("stop_notify", "disconnect"):
+        real = getattr(SimBleakClient, name)
+
+        async def spy(self: Any, *a: Any, _real: Any = real, _name: str = name, **kw: Any) -> Any:
+            calls.append(_name)
+            return await _real(self, *a, **kw)
+
+        monkeypatch.setattr(SimBleakClient, name, spy)
     box = Outbox(tmp_path / "o.sqlite3")
     mgr = manager(sim, box, spot_recheck_s=60)
     task = asyncio.create_task(mgr.run())
@@ -160,6 +170,7 @@ async def test_spot_check_device_disconnected_when_idle(tmp_path: Path) -> None:
     assert not sim.world.get(entry.address).connected
     assert st.connects == 1
     assert stored(box)[0]["metric"] == "body_temperature"
+    assert calls[:2] == ["stop_notify", "disconnect"]  # notifications off before the requested disconnect
     mgr.stop()
     await task
     box.close()
