@@ -217,9 +217,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         sys.stdout.write(json.dumps({**doc, "age_s": round(age, 1), "stale": stale}) + "\n")
         return 1 if stale else 0
+    label = "STOPPED " if not doc.get("running", False) else ("STALE " if stale else "")
     link, box, ble = doc.get("link", {}), doc.get("outbox", {}), doc.get("ble") or {}
     out = [
-        f"gateway {doc.get('gateway_id')}  {'STALE ' if stale else ''}(updated {age:.0f} s ago, pid {doc.get('pid')})",
+        f"gateway {doc.get('gateway_id')}  {label}(updated {age:.0f} s ago, pid {doc.get('pid')})",
         f"link    {link.get('state')}  {link.get('broker')}"
         + (f"  error: {link['last_error']}" if link.get("last_error") else ""),
         f"outbox  {box.get('depth')} waiting, {box.get('dropped')} dropped (max {box.get('max_readings')})",

@@ -151,6 +151,9 @@ def test_status_command_reads_the_status_file(tmp_path: Path, capsys: pytest.Cap
     os.utime(status, (old, old))
     assert cli.main(["gateway", "status", "--status-file", str(status)]) == 1
     assert "STALE" in capsys.readouterr().out
+    status.write_text(json.dumps({**doc, "running": False}))
+    assert cli.main(["gateway", "status", "--status-file", str(status)]) == 1
+    assert "STOPPED" in capsys.readouterr().out
 
 
 def test_run_with_bad_config_is_one_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
