@@ -14,18 +14,34 @@ const CHARTS = [
   { id: "weight", metrics: ["body_weight"], thresholds: null, digits: 1 },
   { id: "glucose", metrics: ["glucose"], thresholds: "glucose", digits: 0 },
 ];
-const ONE_DECIMAL = new Set(["body_temperature", "body_weight", "bmi", "mmol_glucose"]);
+const DIGITS = { body_temperature: 1, body_weight: 1, bmi: 1, body_height: 2 };
 const COLORS = ["#0b5cad", "#7a3db8"];
 const SEV_COLOR = { low: "#6b7280", medium: "#b45309", high: "#b91c1c" };
 const RANGE_S = { "1h": 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400 };
 
-// Merge per-metric columns into uPlot's aligned data: [xs, ys1, ys2...] with nulls where a series has no point.
+// A series is broken (not joined) across a silence longer than 3 of its usual intervals (at least 2 min): a stopped
+// gateway or a night without measurements must not look like a straight line of data.
+function gapBreaks(t) {
+  if (t.length < 3) return [];
+  const d = [];
+  for (let i = 1; i < t.length; i++) d.push(t[i] - t[i - 1]);
+  const sorted = [...d].sort((a, b) => a - b);
+  const limit = Math.max(120, 3 * sorted[Math.floor(sorted.length / 2)]);
+  const breaks = [];
+  d.forEach((dt, i) => { if (dt > limit) breaks.push((t[i] + t[i + 1]) / 2); });
+  return breaks;
+}
+
+// Merge per-metric columns into uPlot's aligned data [xs, ys1, ys2...]: `undefined` where a series has no point at
+// that x (joined over), `null` at the middle of each long silence (a visible gap; spanGaps is off).
 export function align(series) {
-  const xs = [...new Set(series.flatMap((s) => s.t))].sort((a, b) => a - b);
+  const breaks = series.map((s) => gapBreaks(s.t));
+  const xs = [...new Set([...series.flatMap((s) => s.t), ...breaks.flat()])].sort((a, b) => a - b);
   const index = new Map(xs.map((x, i) => [x, i]));
-  const ys = series.map((s) => {
-    const col = new Array(xs.length).fill(null);
+  const ys = series.map((s, k) => {
+    const col = new Array(xs.length).fill(undefined);
     s.t.forEach((x, i) => { col[index.get(x)] = s.v[i]; });
+    for (const b of breaks[k]) col[index.get(b)] = null;
     return col;
   });
   return [xs, ...ys];
@@ -196,7 +212,7 @@ export class PatientPage {
       const dt = document.createElement("dt");
       dt.textContent = t(`metric.${metric}`);
       const dd = document.createElement("dd");
-      const digits = ONE_DECIMAL.has(metric) ? 1 : 0;
+      const digits = DIGITS[metric] || 0;
       dd.textContent = `${fmtNumber(v.value, digits)} ${t(`unit.${v.unit}`)} · ${fmtAge((now - Date.parse(v.measured_at)) / 1000)}`;
       dd.dataset.metric = metric;
       items.push(dt, dd);
@@ -283,7 +299,7 @@ export class PatientPage {
           label: t(`metric.${r.metric}`),
           stroke: COLORS[i % COLORS.length],
           width: 1.5,
-          spanGaps: true,
+          spanGaps: false,
           points: { show: r.t.length < 80 },
           value: (u, v) => (v === null ? "—" : fmtNumber(v, spec.digits)),
         })),
