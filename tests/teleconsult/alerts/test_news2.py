@@ -298,7 +298,7 @@ def test_invalid_values_name_the_field(kw: dict[str, object], field: str) -> Non
     temp=st.none() | st.floats(20, 45),
     scale=st.sampled_from([1, 2]),
 )
-def test_invariants(rr, spo2, oxygen, sbp, pulse, acvpu, temp, scale) -> None:  # type: ignore[no-untyped-def]
+def test_invariants(rr, spo2, oxygen, sbp, pulse, acvpu, temp, scale) -> None:
     result = score(Observations(rr, spo2, oxygen, sbp, pulse, acvpu, temp, scale))
     assert set(result.components).isdisjoint(result.missing)
     assert set(result.components) | set(result.missing) == set(PARAMETERS)
