@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.teleconsult.ingest.helpers import Gateways, OwnPostgres, Publisher, make_gateways
+from tests.teleconsult.ingest.helpers import Gateways, OwnBroker, OwnPostgres, Publisher, make_gateways
 
 
 @pytest.fixture(scope="module")
@@ -32,3 +32,13 @@ def own_postgres() -> Iterator[OwnPostgres]:
         yield pg
     finally:
         pg.destroy()
+
+
+@pytest.fixture
+def own_broker() -> Iterator[OwnBroker]:
+    broker = OwnBroker()
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.destroy()

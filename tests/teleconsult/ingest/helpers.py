@@ -233,3 +233,45 @@ def run_threads(*fns) -> None:
         t.start()
     for t in threads:
         t.join()
+
+
+class OwnBroker:
+    """A private Mosquitto (project config, a loopback listener, persistence in a temp dir) a test may restart."""
+
+    def __init__(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="tbib-mq-"))
+        self.port = free_port()
+        base = (REPO / "config" / "mosquitto" / "tbib.conf").read_text()
+        (self.dir / "mosquitto.conf").write_text(
+            base + f"\nlistener {self.port} 127.0.0.1\nallow_anonymous true\npersistence_location {self.dir}/\n"
+        )
+        if os.geteuid() == 0:
+            shutil.chown(self.dir, "mosquitto")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            ["/usr/sbin/mosquitto", "-c", str(self.dir / "mosquitto.conf")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            time.sleep(0.05)
+        raise RuntimeError("mosquitto did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()  # graceful: the persistence file keeps sessions and queued messages
+            self.proc.wait(10)
+
+    def destroy(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)

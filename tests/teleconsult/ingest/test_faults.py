@@ -19,6 +19,7 @@ from tests.teleconsult.ingest.helpers import (
     VOCAB,
     Gateways,
     IngestProcess,
+    OwnBroker,
     OwnPostgres,
     Publisher,
     batch,
@@ -151,4 +152,38 @@ async def test_worker_started_with_database_down_waits_instead_of_refusing(
             n = conn.execute("select count(*) from dead_letters where gateway_id = %s", (gws.gw_a,)).fetchone()
             assert n == (0,)
     finally:
+        await w.stop()
+
+
+async def test_broker_restart_worker_reconnects_and_loses_nothing(gateways: Gateways, own_broker: OwnBroker) -> None:
+    host, port = "127.0.0.1", own_broker.port
+    config = IngestConfig(
+        dsn=gateways.dsn, mqtt_url=own_broker.url, client_id=f"test-mqrestart-{uuid.uuid4().hex[:8]}", linger_s=0.02
+    )
+    w = IngestWorker(config, vocabulary=VOCAB)
+    await w.start()
+    pub = Publisher(host, port)
+    try:
+        assert await w.wait_connected()
+        before = set(stored_ids(gateways.dsn, gateways.gw_b))
+        sent: set[str] = set()
+        start = t0() - timedelta(days=3)
+
+        def publish(first: int, n: int) -> None:
+            for m in range(first, first + n):
+                rs = [reading("BB:01", start + timedelta(seconds=m * 10 + i)) for i in range(10)]
+                sent.update(r["id"] for r in rs)
+                pub.publish(gateways.gw_b, batch(gateways.gw_b, rs))
+            pub.wait(30)  # acknowledged by the broker: from now on the broker is responsible for them
+
+        await asyncio.to_thread(publish, 0, 400)
+        await asyncio.to_thread(own_broker.stop)  # some messages are still queued or in flight to the worker
+        await asyncio.sleep(1.0)
+        await asyncio.to_thread(own_broker.start)
+        assert await asyncio.to_thread(wait_for, lambda: pub.client.is_connected(), 20)
+        await asyncio.to_thread(publish, 400, 200)
+        await asyncio.to_thread(assert_exactly_once, gateways.dsn, gateways.gw_b, sent, before)
+        assert w.metrics.mqtt_reconnects >= 2
+    finally:
+        pub.close()
         await w.stop()
