@@ -25,6 +25,7 @@ import contextlib
 import logging
 import time
 import uuid
+from asyncio import FIRST_COMPLETED
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -146,22 +147,26 @@ async def _pump(
     """Send queued frames and heartbeats until the client leaves or must resync; reads (and drops) client frames."""
 
     async def read() -> None:
-        with contextlib.suppress(WebSocketDisconnect):
-            while True:
-                await websocket.receive_text()
+        while (await websocket.receive())["type"] != "websocket.disconnect":
+            pass  # the client may send pings or anything else: ignored
 
     reader = asyncio.create_task(read())
+    getter: asyncio.Task[dict[str, Any]] | None = None
     next_refresh = time.monotonic() + ext.refresh_s
     try:
-        while not reader.done():
-            try:
-                frame = await asyncio.wait_for(sub.queue.get(), ext.heartbeat_s)
-            except TimeoutError:
+        while True:
+            if getter is None:
+                getter = asyncio.create_task(sub.queue.get())
+            done, _ = await asyncio.wait({getter, reader}, timeout=ext.heartbeat_s, return_when=FIRST_COMPLETED)
+            if reader in done:
+                return  # the client left (or its socket failed): stop at once, unsubscribe
+            if getter not in done:
                 await websocket.send_json({"type": "heartbeat", "at": datetime.now(UTC).isoformat(), **position()})
                 if refresh is not None and time.monotonic() >= next_refresh:
                     await refresh()
                     next_refresh = time.monotonic() + ext.refresh_s
                 continue
+            frame, getter = getter.result(), None
             if frame.get("type") == "resync":
                 await websocket.send_json({**frame, **position()})
                 await websocket.close(code=status.WS_1013_TRY_AGAIN_LATER)
@@ -170,9 +175,11 @@ async def _pump(
     except (WebSocketDisconnect, RuntimeError):
         return
     finally:
-        reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await reader
+        for task in (getter, reader):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, RuntimeError):
+                    await task
 
 
 @ws_router.websocket("/alerts")

@@ -193,3 +193,19 @@ async def test_vitals_socket_live_and_since(live: Live) -> None:
         async with connect(f"{live.ws}/ws/v1/vitals?patient={p2}&token={live.doctor}") as ws:
             await recv_json(ws)
     assert uuid.UUID(str(p2))
+
+
+async def test_disconnect_unsubscribes_at_once_and_client_frames_are_ignored(live: Live) -> None:
+    hub = live.app.state.alert_hub
+    before = hub.subscribers
+    async with connect(f"{live.ws}/ws/v1/alerts?token={live.doctor}") as ws:
+        await recv_json(ws)
+        assert hub.subscribers == before + 1
+        await ws.send(b"\x00binary")  # anything the client sends is ignored
+        await ws.send('{"type": "pong"}')
+        assert (await recv_json(ws))["type"] == "heartbeat"
+    for _ in range(20):  # well under one heartbeat (0.5 s)
+        if hub.subscribers == before:
+            break
+        await asyncio.sleep(0.01)
+    assert hub.subscribers == before
