@@ -25,6 +25,13 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--full-effect", type=float, default=90.0, help="seconds from onset to a scenario's full effect (default 90)"
     )
+    p.add_argument(
+        "--services",
+        choices=["auto", "project", "embedded"],
+        default="auto",
+        help="where the database and broker come from when TBIB_DATABASE_URL/TBIB_MQTT_URL are not set: "
+        "auto (default), project (scripts/services.sh: TimescaleDB + tuned Mosquitto), embedded (pgserver + mosquitto)",
+    )
     p.add_argument("--no-consult-agent", action="store_true", help="do not start patient agents for consultations")
     p.set_defaults(func=_run)
 
@@ -43,5 +50,6 @@ def _run(args: argparse.Namespace) -> int:
         onset_s=args.onset,
         full_effect_s=args.full_effect,
         consult_agents=not args.no_consult_agent,
+        services=args.services,
     )
     return run(config, out=lambda line: print(line, flush=True))

@@ -43,6 +43,8 @@ class DemoConfig:
     onset_s: float = 20.0
     full_effect_s: float = 90.0
     consult_agents: bool = True
+    services: str = "auto"
+    """auto, project (scripts/services.sh) or embedded (pgserver + a mosquitto process)."""
 
 
 @dataclass
@@ -224,7 +226,7 @@ def run(config: DemoConfig, out: Callable[[str], None] = print) -> int:
     previous = signal.signal(signal.SIGTERM, on_term)
     try:
         progress.step("database and MQTT broker")
-        services = demo_services.start(data, log=progress.note)
+        services = demo_services.start(data, log=progress.note, mode=config.services)
         progress.done(f"{services.database_note}; {services.broker_note}")
 
         progress.step("database migrations")

@@ -166,14 +166,24 @@ def start_pgserver(data_dir: Path) -> tuple[str, Callable[[], None]]:
     return ensure_database(server.get_uri("postgres"), timescaledb=False), server.cleanup
 
 
-def start(data_dir: Path, *, log: Callable[[str], None]) -> Services:
-    """Find or start the database and the broker (see the module docstring)."""
+def _check_mode(mode: str, usable: bool) -> None:
+    if mode == "project" and not usable:
+        raise DemoError("scripts/services.sh is unusable here (not a source checkout, or no PostgreSQL and not root)")
+
+
+def start(data_dir: Path, *, log: Callable[[str], None], mode: str = "auto") -> Services:
+    """Find or start the database and the broker (see the module docstring).
+
+    ``mode``: ``auto`` (the order above), ``project`` (``scripts/services.sh`` or fail), ``embedded`` (skip it).
+    """
     data_dir.mkdir(parents=True, exist_ok=True)
     dsn = os.environ.get("TBIB_DATABASE_URL")
     mqtt = os.environ.get("TBIB_MQTT_URL")
     services = Services(dsn or "", mqtt or "", "TBIB_DATABASE_URL", "TBIB_MQTT_URL")
     try:
-        if (dsn is None or mqtt is None) and SERVICES_SH.is_file() and (_pg_binaries() or os.geteuid() == 0):
+        usable = SERVICES_SH.is_file() and (_pg_binaries() or os.geteuid() == 0)
+        _check_mode(mode, usable)
+        if (dsn is None or mqtt is None) and usable and mode != "embedded":
             log("project services (scripts/services.sh): PostgreSQL + TimescaleDB, Mosquitto")
             exports = _services_sh(data_dir, "up")
             services.stoppers.append(lambda: _stop_services_sh(data_dir))
