@@ -209,3 +209,20 @@ async def test_disconnect_unsubscribes_at_once_and_client_frames_are_ignored(liv
             break
         await asyncio.sleep(0.01)
     assert hub.subscribers == before
+
+
+async def test_replay_longer_than_the_limit_is_a_resync(live: Live) -> None:
+    ext = live.app.state.alerts_ext
+    live.app.state.alerts_ext = ext.model_copy(update={"replay_limit": 1})
+    try:
+        async with connect(f"{live.ws}/ws/v1/alerts?token={live.doctor}&last_event_id=0") as ws:
+            assert (await recv_json(ws))["type"] == "hello"
+            frame = await recv_json(ws)
+            assert frame["type"] == "resync"
+            assert frame["last_event_id"] == 0
+            with pytest.raises(ConnectionClosed) as info:
+                await recv_json(ws)
+            assert info.value.rcvd is not None
+            assert info.value.rcvd.code == 1013
+    finally:
+        live.app.state.alerts_ext = ext
