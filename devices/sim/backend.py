@@ -50,6 +50,18 @@ from devices.sim.world import SimWorld, current_world
 
 logger = logging.getLogger(__name__)
 
+
+async def _cancel_and_wait(task: asyncio.Task[None]) -> None:
+    """Cancel a child task and wait for it, without swallowing a cancellation aimed at the caller itself."""
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise
+
+
 CCCD_UUID = uuid(uuids.CLIENT_CHARACTERISTIC_CONFIGURATION)
 
 
@@ -104,9 +116,7 @@ class SimBleakScanner(BaseBleakScanner):
         """Stop scanning."""
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await _cancel_and_wait(task)
 
     def advertisement(self, peripheral: SimPeripheral) -> AdvertisementData:
         """What the peripheral advertises now."""
@@ -226,9 +236,7 @@ class SimBleakClient(BaseBleakClient):
         self._on_disconnected()
         task, self._task = self._task, None
         if task is not None and task is not asyncio.current_task():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await _cancel_and_wait(task)
 
     def _on_disconnected(self) -> None:
         if not self._connected:
