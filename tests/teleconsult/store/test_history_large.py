@@ -68,6 +68,12 @@ def month(store_dsn: str) -> Iterator[uuid.UUID]:
     data = binary_copy(pid, device, heart_rate(SECONDS))
     with psycopg.connect(store_dsn) as conn:
         conn.execute("insert into patients (id, display_name) values (%s, 'Month')", (pid,))
+        # bulk load: build the indexes once afterwards (sorted) instead of 2.6 M random-order index inserts
+        indexes = conn.execute(
+            "select indexname, indexdef from pg_indexes where tablename = 'readings' and schemaname = 'public'"
+        ).fetchall()
+        for name, _ in indexes:
+            conn.execute(f'drop index "{name}"')
         with (
             conn.cursor() as cur,
             cur.copy(
@@ -77,6 +83,8 @@ def month(store_dsn: str) -> Iterator[uuid.UUID]:
         ):
             for k in range(0, len(data), 1 << 24):
                 copy.write(data[k : k + (1 << 24)])
+        for _, definition in indexes:
+            conn.execute(definition)
         conn.execute("analyze readings")
     return pid
 
@@ -84,7 +92,7 @@ def month(store_dsn: str) -> Iterator[uuid.UUID]:
 async def test_month_of_1hz_to_1000_points(pool: AsyncConnectionPool, month: uuid.UUID) -> None:
     end = START + timedelta(seconds=SECONDS)
     timings = []
-    for _ in range(3):
+    for _ in range(2):
         t0 = time.perf_counter()
         h = await history(pool, month, "heart_rate", START, end, max_points=1000)
         timings.append(time.perf_counter() - t0)
