@@ -32,6 +32,12 @@ def add_parser(sub: Any) -> None:
         help="where the database and broker come from when TBIB_DATABASE_URL/TBIB_MQTT_URL are not set: "
         "auto (default), project (scripts/services.sh: TimescaleDB + tuned Mosquitto), embedded (pgserver + mosquitto)",
     )
+    p.add_argument(
+        "--history-hours",
+        type=float,
+        default=24.0,
+        help="on the first run, backfill this many hours of readings from the simulator (default 24; 0: none)",
+    )
     p.add_argument("--no-consult-agent", action="store_true", help="do not start patient agents for consultations")
     p.set_defaults(func=_run)
 
@@ -51,5 +57,6 @@ def _run(args: argparse.Namespace) -> int:
         full_effect_s=args.full_effect,
         consult_agents=not args.no_consult_agent,
         services=args.services,
+        history_hours=args.history_hours,
     )
     return run(config, out=lambda line: print(line, flush=True))

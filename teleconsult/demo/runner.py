@@ -44,6 +44,8 @@ class DemoConfig:
     full_effect_s: float = 90.0
     consult_agents: bool = True
     services: str = "auto"
+    history_hours: float = 24.0
+    """Readings backfilled before the start (from the same simulator, straight into the database); 0: none."""
     """auto, project (scripts/services.sh) or embedded (pgserver + a mosquitto process)."""
 
 
@@ -238,7 +240,10 @@ def run(config: DemoConfig, out: Callable[[str], None] = print) -> int:
         progress.step(f"demo doctor and {config.patients} simulated patients")
         secret_key, password = demo_seed.credentials(data)
         cast = demo_seed.seed(services.dsn, demo_seed.plan(config.patients), password)
+        rows = demo_seed.backfill(services.dsn, cast.patients, config.history_hours)
         progress.done(", ".join(f"{p.name} ({p.scenario})" for p in cast.patients))
+        if rows:
+            progress.note(f"{rows} readings of the last {config.history_hours:g} h backfilled from the simulator")
 
         progress.step("server (API, dashboard, websockets)")
         port = _port(config.host, config.port)

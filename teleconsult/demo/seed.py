@@ -10,7 +10,7 @@ import json
 import secrets
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Final
 
@@ -135,3 +135,57 @@ def seed(dsn: str, patients: list[DemoPatient], password: str) -> DemoCast:
                     (p.patient_id, purpose, doctor_id, p.patient_id, purpose),
                 )
     return DemoCast(DOCTOR, password, doctor_id, patients)
+
+
+#: (metric, unit, Vitals attribute, seconds between readings) of the backfilled history.
+HISTORY: Final = (
+    ("heart_rate", "/min", "heart_rate", 120),
+    ("pulse_rate", "/min", "pulse_rate", 120),
+    ("spo2", "%", "spo2", 120),
+    ("systolic_bp", "mm[Hg]", "systolic", 7200),
+    ("diastolic_bp", "mm[Hg]", "diastolic", 7200),
+    ("body_temperature", "Cel", "body_temperature", 14400),
+    ("body_weight", "kg", "weight_kg", 86400),
+    ("glucose", "mg/dL", "glucose_mg_dl", 21600),
+)
+
+
+def backfill(dsn: str, patients: list[DemoPatient], hours: float) -> int:
+    """Readings of the ``hours`` before now from the same physiology (stable: the deterioration starts with the demo).
+
+    Written straight into ``readings`` (not through ingest), once: patients that already have readings older than
+    10 minutes are left alone. Returns the number of rows written.
+    """
+    from devices.sim.physiology import PatientProfile, vitals_at
+
+    if hours <= 0:
+        return 0
+    now = datetime.now(UTC)
+    start = now - timedelta(hours=hours)
+    written = 0
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for p in patients:
+            old = conn.execute(
+                "select 1 from readings where patient_id = %s and measured_at < %s limit 1",
+                (p.patient_id, now - timedelta(minutes=10)),
+            ).fetchone()
+            if old is not None:
+                continue
+            profile = PatientProfile.generate(p.seed, 0, start=start)
+            rows = []
+            for metric, unit, attr, step in HISTORY:
+                t = start + timedelta(seconds=step / 2)
+                while t < now - timedelta(minutes=1):
+                    value = float(getattr(vitals_at(profile, "stable", t), attr))
+                    rows.append((p.patient_id, metric, round(value, 2), unit, t, t, uuid.uuid4()))
+                    t += timedelta(seconds=step)
+            with (
+                conn.transaction(),
+                conn.cursor().copy(
+                    "copy readings (patient_id, metric, value, unit, measured_at, received_at, reading_id) from stdin"
+                ) as cp,
+            ):
+                for row in rows:
+                    cp.write_row(row)
+            written += len(rows)
+    return written

@@ -19,6 +19,7 @@ import shutil
 import socket
 import subprocess
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -162,7 +163,9 @@ def start_pgserver(data_dir: Path) -> tuple[str, Callable[[], None]]:
             "no PostgreSQL: install the Debian packages (`make setup` as root), `pip install pgserver`, "
             "or set TBIB_DATABASE_URL"
         ) from exc
-    server = get_server(data_dir / "pgserver", cleanup_mode="stop")
+    with warnings.catch_warnings():  # platformdirs warns about a missing XDG_RUNTIME_DIR (root, containers)
+        warnings.simplefilter("ignore")
+        server = get_server(data_dir / "pgserver", cleanup_mode="stop")
     return ensure_database(server.get_uri("postgres"), timescaledb=False), server.cleanup
 
 

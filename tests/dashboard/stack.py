@@ -40,12 +40,20 @@ class Stack:
         assert self.server is not None
         return self.server.config.app
 
-    def start(self, scenarios: tuple[str, ...], *, onset_s: float = 2.0, full_effect_s: float = 20.0) -> Stack:
+    def start(
+        self,
+        scenarios: tuple[str, ...],
+        *,
+        onset_s: float = 2.0,
+        full_effect_s: float = 20.0,
+        history_hours: float = 24,
+    ) -> Stack:
         patients = [
             demo_seed.DemoPatient(p.index, p.patient_id, p.name, scenarios[p.index], p.gateway_id, p.seed)
             for p in demo_seed.plan(len(scenarios))
         ]
         self.cast = demo_seed.seed(self.dsn, patients, PASSWORD)
+        demo_seed.backfill(self.dsn, patients, history_hours)  # as `tbib demo` does: charts with a past
         settings = make_settings(
             self.dsn,
             mqtt_url=self.mqtt_url,
