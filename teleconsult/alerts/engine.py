@@ -23,8 +23,6 @@ feeds trends). One open alert per (patient, rule); a clinician's ``resolve`` clo
 from __future__ import annotations
 
 import bisect
-import heapq
-import itertools
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -43,6 +41,7 @@ from teleconsult.alerts.model import (
     normalized,
 )
 from teleconsult.alerts.rules import NEWS2_METRICS, EngineConfig, PatientProfile, ThresholdRule, TrendRule
+from teleconsult.alerts.timers import Timers
 
 NEWS2_RULE: Final = "news2"
 GATEWAY_OFFLINE_RULE: Final = "gateway_offline"
@@ -106,9 +105,7 @@ class Engine:
         self._patient_gateway: dict[str, str] = {}
         self._gateways: dict[str, _Gateway] = {}
         self._no_data_suppressed: set[AlertKey] = set()  # resolved by a clinician: wait for fresh data
-        self._timers: list[tuple[datetime, int, str, object]] = []
-        self._deadlines: dict[tuple[str, object], int] = {}
-        self._seq = itertools.count()
+        self._timers = Timers()
         self._by_metric: dict[str, list[ThresholdRule]] = {}
         for rule in self.config.thresholds:
             for metric in rule.metrics:
@@ -125,12 +122,7 @@ class Engine:
 
     def get_timer(self) -> datetime | None:
         """When :meth:`handle_timer` must next be called (None: no timer)."""
-        while self._timers:
-            when, seq, kind, key = self._timers[0]
-            if self._deadlines.get((kind, key)) == seq:
-                return when
-            heapq.heappop(self._timers)
-        return None
+        return self._timers.next()
 
     def open_alerts(self) -> dict[AlertKey, Severity]:
         """The open alerts and their severities (for inspection and tests)."""
@@ -204,7 +196,10 @@ class Engine:
             if trend.metric == metric:
                 self._trend(trend, r, now)
         if self.config.news2_enabled and metric in NEWS2_METRICS:
-            self._news2_obs[(pid, NEWS2_METRICS[metric])] = (r.measured_at, r.value)
+            param = NEWS2_METRICS[metric]  # pulse: the newer of heart_rate and pulse_rate
+            held = self._news2_obs.get((pid, param))
+            if held is None or r.measured_at >= held[0]:
+                self._news2_obs[(pid, param)] = (r.measured_at, r.value)
             self._news2(pid, now)
         profile = self._profiles.get(pid)
         if profile is not None and metric in profile.expected_intervals:
@@ -236,11 +231,7 @@ class Engine:
     def handle_timer(self, now: datetime) -> None:
         """Run every timer due at ``now``."""
         check_time("now", now)
-        while self._timers and self._timers[0][0] <= now:
-            _when, seq, kind, key = heapq.heappop(self._timers)
-            if self._deadlines.get((kind, key)) != seq:
-                continue
-            del self._deadlines[(kind, key)]
+        for kind, key in self._timers.due(now):
             if kind == _PENDING:
                 assert isinstance(key, AlertKey)
                 pending = self._pending.pop(key, None)
@@ -496,9 +487,7 @@ class Engine:
     # ---- timers -------------------------------------------------------------------------------------------------
 
     def _arm(self, kind: str, key: object, when: datetime) -> None:
-        seq = next(self._seq)
-        self._deadlines[(kind, key)] = seq
-        heapq.heappush(self._timers, (when, seq, kind, key))
+        self._timers.arm(kind, key, when)
 
     def _cancel(self, kind: str, key: object) -> None:
-        self._deadlines.pop((kind, key), None)
+        self._timers.cancel(kind, key)

@@ -446,3 +446,14 @@ def test_timer_ordering_many_patients() -> None:
         fired += drain(engine)
     assert [e.key.patient_id for e in fired] == [f"p{i}" for i in range(50)]
     assert [e.at for e in fired] == [s(i + 60) for i in range(50)]
+
+
+def test_news2_pulse_is_the_newer_of_heart_rate_and_pulse_rate() -> None:
+    engine = news2_engine()
+    feed(engine, "heart_rate", 135, 100)  # 3 points
+    drain(engine)
+    # a pulse_rate reading measured earlier (first of its metric, so newest for pulse_rate) must not replace it
+    engine.receive(reading("pulse_rate", 70, s(50)), s(101))
+    assert drain(engine) == []
+    assert engine.open_alerts() == {AlertKey(P, "news2"): Severity.LOW}
+    assert kinds(feed(engine, "pulse_rate", 70, 110)) == [("cleared", "news2", "low")]
