@@ -46,7 +46,7 @@ def add_parser(sub: Any) -> None:
     st.add_argument("--json", action="store_true", help="print one JSON object")
     st.set_defaults(func=_status)
 
-    rt = dsub.add_parser("retention", help="delete readings past their retention (the server also runs this hourly)")
+    rt = dsub.add_parser("retention", help="delete readings past their retention, once")
     rt.add_argument("--dsn", help="PostgreSQL connection string (default: $TBIB_DATABASE_URL)")
     rt.add_argument("--default-days", type=int, default=5 * 365, help="keep metrics of no family this long (5 years)")
     rt.add_argument(
