@@ -164,3 +164,18 @@ async def test_live_feed_refuses_anonymous_and_patients(api_server: LiveServer) 
             await ws.recv()
     assert closed.value.rcvd is not None
     assert closed.value.rcvd.code == 1008
+
+
+def test_static_files_and_no_traversal(api_server: LiveServer) -> None:
+    index = httpx.get(f"{api_server.url}/")
+    assert index.status_code == 200
+    assert "/app/js/app.js" in index.text
+    assert "content-security-policy" in index.headers
+    assert httpx.get(f"{api_server.url}/app/js/app.js").headers["content-type"].startswith("text/javascript")
+    assert httpx.get(f"{api_server.url}/app/i18n/fr.json").json()["nav.patients"] == "Patients"
+    for bad in ("/app/../router.py", "/app/%2e%2e/router.py", "/app/js/../../router.py", "/vendor/uplot/package.json"):
+        assert httpx.get(f"{api_server.url}{bad}").status_code == 404, bad
+    uplot = httpx.get(f"{api_server.url}/vendor/uplot/uPlot.esm.js")
+    if uplot.status_code == 404:
+        pytest.skip("uPlot is not installed (run `make setup` or `npm install`)")
+    assert "uPlot" in uplot.text
