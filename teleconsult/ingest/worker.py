@@ -11,7 +11,8 @@ At-least-once, idempotent end to end:
   safe). A batch that fails for a data reason is split per message; a message that still fails goes to dead_letters.
 - The session is persistent (stable ``client_id``, ``clean_start=False``): after a crash the broker redelivers what was
   not acknowledged. Acks of messages received on an older connection are dropped (the broker redelivers them).
-- :meth:`IngestWorker.stop` unsubscribes, drains, acknowledges and ends the session.
+- :meth:`IngestWorker.stop` unsubscribes, drains what the broker already assigned to this session (a shared
+  subscription does not hand a departing member's queue to the others), acknowledges, and ends the session.
 """
 
 from __future__ import annotations
@@ -78,6 +79,8 @@ class IngestConfig:
     session_expiry_s: int = 3600
     keepalive_s: int = 30
     enrolment_refresh_s: float = 0.5
+    drain_timeout_s: float = 30.0
+    """On stop, how long to keep committing what the broker already assigned to this session."""
     """Minimum time between two enrolment refreshes triggered by unknown devices."""
 
 
@@ -128,6 +131,8 @@ class IngestWorker:
         self._queue: asyncio.Queue[_Work | None] | None = None
         self._lookup: psycopg.AsyncConnection[Any] | None = None
         self._connected = threading.Event()
+        self._unsubscribed = threading.Event()
+        self._last_message_at = 0.0
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -148,11 +153,21 @@ class IngestWorker:
         return await asyncio.to_thread(self._connected.wait, seconds)
 
     async def stop(self) -> None:
-        """Unsubscribe, commit and acknowledge what was received, end the session, close connections."""
+        """Unsubscribe, drain (commit and acknowledge everything the broker already assigned to this session), end the
+        session, close connections. If draining times out, the session is kept so that a restart resumes it."""
         client = self._client
+        drained = False
         if client is not None and client.is_connected():
             client.unsubscribe(self.config.topic)
-            await asyncio.sleep(0.2)  # messages already on the wire still arrive
+            # UNSUBACK comes after every PUBLISH the broker sent before it (one ordered stream)
+            await asyncio.to_thread(self._unsubscribed.wait, 5.0)
+            deadline = time.monotonic() + self.config.drain_timeout_s
+            while time.monotonic() < deadline:
+                quiet = time.monotonic() - self._last_message_at >= 0.5
+                if quiet and not self._inbox and self.metrics.inflight == 0:
+                    drained = True
+                    break
+                await asyncio.sleep(0.05)
         self._stopping = True
         if self._wake is not None:
             self._wake.set()
@@ -160,7 +175,8 @@ class IngestWorker:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         if client is not None:
             props = Properties(PacketTypes.DISCONNECT)  # type: ignore[no-untyped-call]
-            props.SessionExpiryInterval = 0
+            if drained:
+                props.SessionExpiryInterval = 0  # nothing left for this session: end it
             client.disconnect(properties=props)
             await asyncio.to_thread(client.loop_stop)
         if self._lookup is not None:
@@ -184,6 +200,7 @@ class IngestWorker:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
+        client.on_unsubscribe = lambda *_args: self._unsubscribed.set()
         client.on_message = self._on_message
         client.reconnect_delay_set(1, 5)
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
@@ -213,6 +230,7 @@ class IngestWorker:
             log.warning("broker connection lost (%s); reconnecting", reason)
 
     def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        self._last_message_at = time.monotonic()
         self._inbox.append(_Incoming(msg.mid, msg.qos, self._generation, msg.topic, bytes(msg.payload)))
         with self._wake_lock:
             if self._wake_pending or self._loop is None or self._wake is None:
