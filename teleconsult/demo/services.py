@@ -91,12 +91,12 @@ def ensure_database(admin_dsn: str, timescaledb: bool) -> str:
 def _services_sh(data_dir: Path, what: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TBIB_TEST_")}
     env["TBIB_CACHE_DIR"] = str(data_dir)
+    # stderr goes to the terminal: a first run may install packages and build TimescaleDB (minutes), say so live.
     proc = subprocess.run(  # noqa: S603 - our own script
-        [str(SERVICES_SH), what], env=env, capture_output=True, text=True, check=False, timeout=900
+        [str(SERVICES_SH), what], env=env, stdout=subprocess.PIPE, text=True, check=False, timeout=1800
     )
     if proc.returncode != 0:
-        tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
-        raise DemoError(f"scripts/services.sh {what} failed:\n{tail}")
+        raise DemoError(f"scripts/services.sh {what} failed (exit {proc.returncode}): see its messages above")
     return dict(re.findall(r"^export (\w+)='([^']*)'$", proc.stdout, re.MULTILINE))
 
 
