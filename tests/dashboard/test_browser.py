@@ -27,9 +27,13 @@ DOCS_SHOTS = REPO / "docs" / "screenshots"
 
 
 @pytest.fixture(scope="module")
-def stack(tsdb_dsn: str, own_broker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    upgrade(tsdb_dsn)
-    s = Stack(tsdb_dsn, own_broker, tmp_path_factory.mktemp("stack"))
+def stack(
+    services: Any, make_database: Any, own_broker: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    # TimescaleDB when the machine has it (the production flavour), else plain PostgreSQL: the journey runs either way.
+    dsn = make_database("timescaledb" if services.timescaledb_version else "plain")
+    upgrade(dsn)
+    s = Stack(dsn, own_broker, tmp_path_factory.mktemp("stack"))
     try:
         yield s.start(("stable", "hypoxia", "sepsis", "hypertensive_crisis", "afib", "device_misuse"))
     finally:
