@@ -133,6 +133,7 @@ class IngestWorker:
         self._connected = threading.Event()
         self._unsubscribed = threading.Event()
         self._last_message_at = 0.0
+        self._seen: dict[str, float] = {}
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -416,6 +417,31 @@ class IngestWorker:
         t0 = time.perf_counter()
         result = await write_batch(conn, lines, dead, list(work.latest.values()))
         self._account(work, result.inserted, result.duplicate, len(dead), time.perf_counter() - t0)
+        await self._touch_gateways(conn, work)
+
+    async def _touch_gateways(self, conn: psycopg.AsyncConnection[Any], work: _Work) -> None:
+        """``gateways.last_seen_at`` for gateways that sent valid batches, at most every 10 s each (own statement,
+        after the commit: never part of the readings transaction, so workers do not queue on gateway rows)."""
+        now = time.monotonic()
+        due = sorted(
+            {
+                m.decoded.gateway_id
+                for m in work.messages
+                if isinstance(m.decoded, Decoded) and now - self._seen.get(m.decoded.gateway_id, -1e9) >= 10.0
+            }
+        )
+        if not due:
+            return
+        for gw in due:
+            self._seen[gw] = now
+        try:
+            await conn.execute(
+                "update gateways set last_seen_at = now() where id = any(%s)"
+                " and (last_seen_at is null or last_seen_at < now())",
+                (due,),
+            )
+        except psycopg.Error as exc:  # best effort: the next batch reconnects if the connection broke
+            log.debug("last_seen_at update failed: %s", exc)
 
     async def _write_each(self, conn: psycopg.AsyncConnection[Any], work: _Work) -> None:
         """Poison isolation: one transaction per message; a message the database refuses becomes a dead letter."""

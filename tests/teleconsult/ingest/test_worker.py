@@ -59,6 +59,10 @@ async def test_same_batch_twice_is_stored_once(gateways: Gateways, mqtt_url: str
         assert {r["id"] for r in readings} <= set(ids)
         assert w.metrics.accepted == 10
         assert w.metrics.duplicate == 10
+        with psycopg.connect(gateways.dsn) as conn:
+            seen = conn.execute("select last_seen_at from gateways where id = %s", (gateways.gw_a,)).fetchone()
+        assert seen is not None
+        assert seen[0] is not None
     finally:
         await w.stop()
 
