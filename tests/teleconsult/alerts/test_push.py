@@ -226,3 +226,20 @@ async def test_replay_longer_than_the_limit_is_a_resync(live: Live) -> None:
             assert info.value.rcvd.code == 1013
     finally:
         live.app.state.alerts_ext = ext
+
+
+async def test_alert_profile_put(live: Live) -> None:
+    import httpx
+
+    url = f"{live.url}/api/v1/patients/{live.seeded.p1}/alert-profile"
+    body = {"spo2_scale": 2, "heart_failure": True, "expected_intervals_s": {"body_weight": 86400}}
+    async with httpx.AsyncClient(headers={"Authorization": f"Bearer {live.doctor}"}) as client:
+        r = await client.put(url, json=body)
+        assert r.status_code == 200, r.text
+        assert (await client.put(url, json={"expected_intervals_s": {"body_weight": 1}})).status_code == 422
+        assert (await client.put(url, json={"spo2_scale": 3})).status_code == 422
+    with psycopg.connect(live.dsn) as conn:
+        row = conn.execute("select config from alert_profiles where patient_id = %s", (live.seeded.p1,)).fetchone()
+    assert row is not None
+    assert row[0]["spo2_scale"] == 2
+    assert row[0]["expected_intervals_s"] == {"body_weight": 86400.0}
