@@ -55,13 +55,20 @@ async def wait_for(page: Any, expression: str, timeout_ms: int = 30_000) -> Any:
     return await handle.json_value()
 
 
-async def shot(page: Any, name: str) -> None:
+@pytest.fixture
+def update_docs(request: pytest.FixtureRequest) -> bool:
+    """`make screenshots` (`-k screenshots`) refreshes docs/screenshots/; other runs only write test-artifacts/."""
+    return "screenshots" in str(request.config.option.keyword or "")
+
+
+async def shot(page: Any, name: str, update_docs: bool) -> None:
     await page.evaluate("document.activeElement && document.activeElement.blur(); window.scrollTo(0, 0)")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
     await page.screenshot(path=str(path), full_page=False)
-    DOCS_SHOTS.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(path, DOCS_SHOTS / f"{name}.png")
+    if update_docs:
+        DOCS_SHOTS.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, DOCS_SHOTS / f"{name}.png")
 
 
 async def login(page: Any, stack: Stack) -> None:
@@ -73,7 +80,7 @@ async def login(page: Any, stack: Stack) -> None:
     await page.wait_for_selector("table.patients tbody tr")
 
 
-async def test_screenshots_doctor_journey(stack: Stack, stranger: str, browser: Any) -> None:
+async def test_screenshots_doctor_journey(stack: Stack, stranger: str, browser: Any, update_docs: bool) -> None:
     """login -> my patients only -> live alert -> acknowledge -> chart of the last hour -> consultation."""
     assert stack.cast is not None
     context = await browser.new_context(viewport={"width": 1360, "height": 900}, locale="fr-FR", bypass_csp=True)
@@ -98,7 +105,7 @@ async def test_screenshots_doctor_journey(stack: Stack, stranger: str, browser: 
     )
     assert await page.text_content("#alert-count")
     await page.wait_for_timeout(1500)  # a few live updates of the list
-    await shot(page, "patient-list")
+    await shot(page, "patient-list", update_docs)
 
     await page.click("#nav a[href='#/alerts']")
     item = page.locator(f"li[data-alert-id='{alert_id}']")
@@ -120,7 +127,7 @@ async def test_screenshots_doctor_journey(stack: Stack, stranger: str, browser: 
     points = int(await page.get_attribute("figure.chart[data-chart='spo2']", "data-points") or 0)
     assert points > 5
     await wait_for(page, f"+document.querySelector(\"figure.chart[data-chart='spo2']\").dataset.points > {points}")
-    await shot(page, "patient-page")
+    await shot(page, "patient-page", update_docs)
 
     # Consultation with the simulated patient's agent: admit, video, vitals overlay, notes, end.
     await page.click("#start-consult")
@@ -146,7 +153,7 @@ async def test_screenshots_doctor_journey(stack: Stack, stranger: str, browser: 
     await wait_for(page, f"window.tbib.view.metrics.vitalsMessages > {n}")
     assert await page.locator(".vitals-overlay dd").count() >= 1
     await page.fill("#consult-notes", "Désaturation à domicile ; reprise de l'oxygène, contrôle demain.")
-    await shot(page, "consultation")
+    await shot(page, "consultation", update_docs)
     await page.click("#end-call")
     await wait_for(page, "document.querySelector('main').dataset.state === 'ended'")
     with psycopg.connect(stack.dsn) as conn:
