@@ -254,6 +254,9 @@ class Binding(Protocol):
     @property
     def patient_id(self) -> Any: ...
 
+    @property
+    def monitoring_consent(self) -> bool: ...
+
 
 class LatestRow(NamedTuple):
     """A candidate row of ``latest_readings``."""
@@ -267,12 +270,16 @@ class LatestRow(NamedTuple):
     reading_id: str
 
 
+#: Reason given for readings of a patient whose latest remote-monitoring consent decision is a withdrawal.
+CONSENT_WITHDRAWN: Final = "patient withdrew remote_monitoring consent: reading not stored"
+
+
 def copy_rows(
     decoded: Decoded,
     bindings: Mapping[tuple[str, str], Binding],
     latest: dict[tuple[str, str], LatestRow] | None = None,
 ) -> tuple[list[str], list[str]]:
-    """COPY text lines (see ``STAGING_COLUMNS``) and the readings refused as not enrolled.
+    """COPY text lines (see ``STAGING_COLUMNS``) and the readings refused (device not enrolled, consent withdrawn).
 
     With ``latest``, also keeps there the newest row per (patient id, metric) seen so far (merged across messages).
     """
@@ -284,16 +291,24 @@ def copy_rows(
         prefix = cache.get(r.address, "")
         if prefix == "":
             b = bindings.get((gw, r.address))
-            prefix = None if b is None else f"{b.patient_id}\t{b.device_id}\t"
+            if b is None:
+                prefix = None
+            elif not b.monitoring_consent:
+                prefix = CONSENT_WITHDRAWN
+            else:
+                prefix = f"{b.patient_id}\t{b.device_id}\t"
             cache[r.address] = prefix
         if prefix is None:
             rejects.append(f"reading {r.reading_id}: device {r.address!r} is not enrolled to gateway {gw!r}")
+            continue
+        if prefix is CONSENT_WITHDRAWN:
+            rejects.append(f"reading {r.reading_id}: {CONSENT_WITHDRAWN}")
             continue
         lines.append(prefix + r.row)
     if latest is not None:
         for (address, metric), r in decoded.newest.items():
             b = bindings.get((gw, address))
-            if b is None:
+            if b is None or not b.monitoring_consent:
                 continue
             key = (str(b.patient_id), metric)
             cur = latest.get(key)

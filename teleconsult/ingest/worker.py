@@ -38,6 +38,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from teleconsult.errors import IngestError
 from teleconsult.ingest.metrics import IngestMetrics
 from teleconsult.ingest.payload import (
+    CONSENT_WITHDRAWN,
     Decoded,
     LatestRow,
     Rejected,
@@ -79,9 +80,11 @@ class IngestConfig:
     session_expiry_s: int = 3600
     keepalive_s: int = 30
     enrolment_refresh_s: float = 0.5
+    """Minimum time between two enrolment refreshes triggered by unknown devices."""
+    enrolment_max_age_s: float = 10.0
+    """The enrolment map (with consent decisions) is reloaded at least this often while messages flow."""
     drain_timeout_s: float = 30.0
     """On stop, how long to keep committing what the broker already assigned to this session."""
-    """Minimum time between two enrolment refreshes triggered by unknown devices."""
 
 
 class _Abandoned(Exception):
@@ -306,6 +309,8 @@ class IngestWorker:
                 return None
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
+        if not missing and time.monotonic() - self._last_refresh > self.config.enrolment_max_age_s:
+            await self._refresh_enrolment()  # consent withdrawals and re-assignments take effect within the max age
         work = _Work(batch, [], [], [])
         for m in batch:
             d = m.decoded
@@ -324,13 +329,16 @@ class IngestWorker:
             if reasons:
                 self.metrics.rejected += len(reasons)
                 shown = "; ".join(reasons[:10]) + (f"; ... ({len(reasons)} refused)" if len(reasons) > 10 else "")
-                work.dead.append(self._dead(m, d.gateway_id, shown))
+                # readings of a patient who withdrew consent are not kept anywhere, not even as a dead letter
+                keep = not any(r.endswith(CONSENT_WITHDRAWN) for r in reasons)
+                work.dead.append(self._dead(m, d.gateway_id, shown, keep_payload=keep))
             else:
                 work.dead.append(None)
         return work
 
-    def _dead(self, m: _Incoming, gateway_id: str | None, reason: str) -> DeadLetter:
-        return DeadLetter(m.topic, gateway_id, reason, m.payload[: self.config.dead_letter_max_bytes], len(m.payload))
+    def _dead(self, m: _Incoming, gateway_id: str | None, reason: str, *, keep_payload: bool = True) -> DeadLetter:
+        payload = m.payload[: self.config.dead_letter_max_bytes] if keep_payload else b""
+        return DeadLetter(m.topic, gateway_id, reason, payload, len(m.payload))
 
     async def _refresh_enrolment(self, *, force: bool = False) -> bool:
         """Reload the enrolment map (at most every ``enrolment_refresh_s``); False when the database is unreachable."""

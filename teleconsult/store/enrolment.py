@@ -41,6 +41,8 @@ class DeviceBinding:
 
     device_id: uuid.UUID
     patient_id: uuid.UUID
+    monitoring_consent: bool = True
+    """False when the patient's latest remote-monitoring consent decision is a withdrawal (law 09-08)."""
 
 
 async def create_patient(
@@ -104,10 +106,20 @@ async def enrol(
 
 
 async def enrolment_map(conn: AsyncConnection[Any]) -> dict[tuple[str, str], DeviceBinding]:
-    """Every enrolled device: ``(gateway_id, address) -> DeviceBinding`` (devices without a patient are left out)."""
+    """Every enrolled device: ``(gateway_id, address) -> DeviceBinding`` (devices without a patient are left out).
+
+    ``monitoring_consent`` is False only when the patient's latest ``remote_monitoring`` decision is an explicit
+    withdrawal: consent is collected at enrolment (``tbib users``/the consents API record it), so a patient with no
+    decision on file is one enrolled before consents were tracked, not one who refused.
+    """
     cur = await conn.execute(
-        "select d.gateway_id, d.address, d.id, coalesce(d.patient_id, g.patient_id)"
+        "select d.gateway_id, d.address, d.id, coalesce(d.patient_id, g.patient_id),"
+        " coalesce((select c.granted from consents c where c.patient_id = coalesce(d.patient_id, g.patient_id)"
+        "           and c.purpose = 'remote_monitoring' order by c.recorded_at desc, c.id desc limit 1), true)"
         " from devices d join gateways g on g.id = d.gateway_id"
         " where coalesce(d.patient_id, g.patient_id) is not null"
     )
-    return {(str(gw), str(addr)): DeviceBinding(dev, pid) for gw, addr, dev, pid in await cur.fetchall()}
+    return {
+        (str(gw), str(addr)): DeviceBinding(dev, pid, bool(consent))
+        for gw, addr, dev, pid, consent in await cur.fetchall()
+    }

@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from teleconsult.ingest.payload import (
+    CONSENT_WITHDRAWN,
     BatchV1,
     Decoded,
     Rejected,
@@ -30,6 +31,7 @@ T = NOW - timedelta(minutes=5)
 class B:
     device_id: uuid.UUID
     patient_id: uuid.UUID
+    monitoring_consent: bool = True
 
 
 def decode(payload: bytes, gw: str = "gw-1") -> Decoded | Rejected:
@@ -59,6 +61,18 @@ def test_valid_batch_becomes_copy_rows() -> None:
     assert fields[8] == r["group"]
     # JSON escapes the tab; COPY text format needs the backslashes doubled
     assert fields[9] == json.dumps(r["flags"], separators=(",", ":")).replace("\\", "\\\\")
+
+
+def test_withdrawn_consent_refuses_the_patients_readings_only() -> None:
+    d = decode(batch("gw-1", [reading("AA:01", T), reading("AA:02", T)]))
+    assert isinstance(d, Decoded)
+    latest: dict[tuple[str, str], object] = {}
+    withdrawn = B(uuid.uuid4(), uuid.uuid4(), monitoring_consent=False)
+    kept = B(uuid.uuid4(), uuid.uuid4())
+    lines, rejects = copy_rows(d, {("gw-1", "AA:01"): withdrawn, ("gw-1", "AA:02"): kept}, latest)  # type: ignore[arg-type]
+    assert [line.split("\t")[0] for line in lines] == [str(kept.patient_id)]
+    assert rejects == [f"reading {d.readings[0].reading_id}: {CONSENT_WITHDRAWN}"]
+    assert [k[0] for k in latest] == [str(kept.patient_id)]
 
 
 @pytest.mark.parametrize(

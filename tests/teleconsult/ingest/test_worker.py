@@ -192,3 +192,61 @@ async def test_graceful_stop_drains_what_the_broker_assigned(
     await w.stop()  # no waiting for the worker first
     stored = set(stored_ids(gateways.dsn, gateways.gw_b)) - before
     assert stored == sent
+
+
+async def test_readings_of_a_patient_who_withdrew_consent_are_not_kept(
+    gateways: Gateways, mqtt_url: str, publisher: Publisher
+) -> None:
+    gw = f"gw-consent-{uuid.uuid4().hex[:8]}"
+    pid = uuid.uuid4()
+    with psycopg.connect(gateways.dsn, autocommit=True) as conn:
+        conn.execute("insert into patients (id, display_name) values (%s, 'Consent test')", (pid,))
+        conn.execute("insert into gateways (id, patient_id) values (%s, %s)", (gw, pid))
+        conn.execute("insert into devices (id, gateway_id, address) values (%s, %s, 'CC:01')", (uuid.uuid4(), gw))
+        conn.execute(
+            "insert into consents (patient_id, purpose, granted) values (%s, 'remote_monitoring', true)", (pid,)
+        )
+        conn.execute(
+            "insert into consents (patient_id, purpose, granted) values (%s, 'remote_monitoring', false)", (pid,)
+        )
+    config = IngestConfig(
+        dsn=gateways.dsn,
+        mqtt_url=mqtt_url,
+        client_id=f"test-ingest-{uuid.uuid4().hex[:8]}",
+        topic=gateways.topic_filter,
+        linger_s=0.02,
+        enrolment_max_age_s=0.2,
+    )
+    w = IngestWorker(config, vocabulary=VOCAB)
+    start = t0()
+    refused = reading("CC:01", start)
+    await w.start()
+    try:
+        assert await w.wait_connected()
+        publisher.publish(gw, batch(gw, [refused]))
+        publisher.wait(30)
+        assert await until(lambda: len(dead_letters(gateways.dsn, gw)) == 1, 30)
+        with psycopg.connect(gateways.dsn) as conn:
+            reason, payload, size = conn.execute(
+                "select reason, payload, payload_size from dead_letters where gateway_id = %s", (gw,)
+            ).fetchone()
+            latest = conn.execute("select count(*) from latest_readings where patient_id = %s", (pid,)).fetchone()
+        assert "withdrew remote_monitoring consent" in reason
+        assert bytes(payload) == b""  # the refused vitals are not kept, not even as a dead letter
+        assert size > 0
+        assert latest == (0,)
+        assert refused["id"] not in stored_ids(gateways.dsn, gw)
+        # consent given again: the worker picks it up within its enrolment max age and stores new readings
+        with psycopg.connect(gateways.dsn, autocommit=True) as conn:
+            conn.execute(
+                "insert into consents (patient_id, purpose, granted) values (%s, 'remote_monitoring', true)", (pid,)
+            )
+        await asyncio.sleep(0.5)
+        accepted = reading("CC:01", start + timedelta(seconds=5))
+        publisher.publish(gw, batch(gw, [accepted]))
+        publisher.wait(30)
+        # the map is older than its max age: it is reloaded before this message is judged
+        assert await until(lambda: accepted["id"] in stored_ids(gateways.dsn, gw), 30)
+        assert refused["id"] not in stored_ids(gateways.dsn, gw)
+    finally:
+        await w.stop()
