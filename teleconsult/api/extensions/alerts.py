@@ -150,36 +150,37 @@ async def _pump(
         while (await websocket.receive())["type"] != "websocket.disconnect":
             pass  # the client may send pings or anything else: ignored
 
-    reader = asyncio.create_task(read())
-    getter: asyncio.Task[dict[str, Any]] | None = None
-    next_refresh = time.monotonic() + ext.refresh_s
-    try:
+    async def write() -> None:
+        next_refresh = time.monotonic() + ext.refresh_s
         while True:
-            if getter is None:
-                getter = asyncio.create_task(sub.queue.get())
-            done, _ = await asyncio.wait({getter, reader}, timeout=ext.heartbeat_s, return_when=FIRST_COMPLETED)
-            if reader in done:
-                return  # the client left (or its socket failed): stop at once, unsubscribe
-            if getter not in done:
-                await websocket.send_json({"type": "heartbeat", "at": datetime.now(UTC).isoformat(), **position()})
-                if refresh is not None and time.monotonic() >= next_refresh:
-                    await refresh()
-                    next_refresh = time.monotonic() + ext.refresh_s
-                continue
-            frame, getter = getter.result(), None
+            try:
+                frame = sub.queue.get_nowait()
+            except asyncio.QueueEmpty:
+                try:
+                    async with asyncio.timeout(ext.heartbeat_s):  # no task per frame (cheap with many sockets)
+                        frame = await sub.queue.get()
+                except TimeoutError:
+                    await websocket.send_json({"type": "heartbeat", "at": datetime.now(UTC).isoformat(), **position()})
+                    if refresh is not None and time.monotonic() >= next_refresh:
+                        await refresh()
+                        next_refresh = time.monotonic() + ext.refresh_s
+                    continue
             if frame.get("type") == "resync":
                 await websocket.send_json({**frame, **position()})
                 await websocket.close(code=status.WS_1013_TRY_AGAIN_LATER)
                 return
             await send(frame)
-    except (WebSocketDisconnect, RuntimeError):
-        return
+
+    # One reader and one writer per socket; whichever ends first (client gone, resync, send failure) ends both.
+    tasks = [asyncio.create_task(read()), asyncio.create_task(write())]
+    try:
+        await asyncio.wait(tasks, return_when=FIRST_COMPLETED)
     finally:
-        for task in (getter, reader):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, RuntimeError):
-                    await task
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, RuntimeError):
+                await task
 
 
 @ws_router.websocket("/alerts")
