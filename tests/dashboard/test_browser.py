@@ -95,12 +95,14 @@ async def test_screenshots_doctor_journey(stack: Stack, stranger: str, browser: 
     assert "Patient Étranger" not in names
     await wait_for(page, "document.getElementById('conn').dataset.state === 'live'")
 
-    # The hypoxia patient deteriorates: an alert arrives without reload (sound + badge + inbox).
+    # The hypoxia patient deteriorates: an alert arrives without reload (sound, badge, inbox). An SpO2 alert (threshold
+    # or trend, both with hysteresis) rather than the first NEWS2 one, which may clear again before we acknowledge it.
     hypoxic = next(p for p in stack.cast.patients if p.scenario == "hypoxia")
     alert_id = await wait_for(
         page,
         f"(() => {{ for (const a of window.tbib.state.alerts.values())"
-        f" if (a.patient_id === '{hypoxic.patient_id}' && a.state === 'open') return a.id; return null; }})()",
+        f" if (a.patient_id === '{hypoxic.patient_id}' && a.state === 'open' && a.rule.startsWith('spo2'))"
+        " return a.id; return null; })()",
         timeout_ms=90_000,
     )
     assert await page.text_content("#alert-count")
