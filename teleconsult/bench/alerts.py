@@ -174,10 +174,12 @@ class Dashboards:
             await ws.close()
 
 
-async def run_probes(mqtt: Any, dash: Dashboards, n: int, gap_s: float) -> tuple[list[float], list[float]]:
-    """Publish ``n`` probes; returns every (socket, probe) latency and each publish-to-engine latency, in ms."""
+async def run_probes(mqtt: Any, dash: Dashboards, n: int, gap_s: float) -> tuple[list[float], list[float], list[float]]:
+    """Publish ``n`` probes; returns, in ms, every (socket, probe) latency, each publish-to-engine latency, and every
+    engine-to-socket latency."""
     latencies: list[float] = []
     to_engine: list[float] = []
+    from_engine: list[float] = []
     expect = len(dash.sockets)
     for _ in range(n):
         now = datetime.now(UTC)
@@ -189,18 +191,21 @@ async def run_probes(mqtt: Any, dash: Dashboards, n: int, gap_s: float) -> tuple
         latencies += [(t - t0) * 1000 for t in dash.arrivals.get(key, [])]
         if key in dash.raised_at:
             to_engine.append((dash.raised_at[key] - t0) * 1000)
+            from_engine += [(t - dash.raised_at[key]) * 1000 for t in dash.arrivals.get(key, [])]
         clear_at = at + timedelta(milliseconds=1)
         mqtt.publish(f"tbib/v1/gw/{PROBE_GW}/readings", probe_payload(120.0, clear_at), qos=1)
         clear_key = clear_at.isoformat()
         await dash.wait_until(lambda k=clear_key: dash.cleared.get(k, 0) >= expect, 10.0)
         await asyncio.sleep(gap_s)
-    return latencies, to_engine
+    return latencies, to_engine, from_engine
 
 
-def summary(measured: tuple[list[float], list[float]], probes: int, sockets: int) -> dict[str, Any]:
-    """p50/p99/max, the publish-to-engine part, and delivery completeness."""
-    latencies, to_engine = measured
+def summary(measured: tuple[list[float], list[float], list[float]], probes: int, sockets: int) -> dict[str, Any]:
+    """p50/p99/max, the publish-to-engine and engine-to-socket parts, and delivery completeness."""
+    latencies, to_engine, from_engine = measured
     return {
+        "from_engine_p50_ms": None if not from_engine else round(statistics.median(from_engine), 1),
+        "from_engine_p99_ms": None if (f := quantile(from_engine, 0.99)) is None else round(f, 1),
         "to_engine_p50_ms": None if not to_engine else round(statistics.median(to_engine), 1),
         "to_engine_p99_ms": None if (e := quantile(to_engine, 0.99)) is None else round(e, 1),
         "p50_ms": None if not latencies else round(statistics.median(latencies), 1),
@@ -435,6 +440,8 @@ async def _measure(
         "expected_frames": loaded["expected_frames"],
         "to_engine_p50_ms": loaded["to_engine_p50_ms"],
         "to_engine_p99_ms": loaded["to_engine_p99_ms"],
+        "from_engine_p50_ms": loaded["from_engine_p50_ms"],
+        "from_engine_p99_ms": loaded["from_engine_p99_ms"],
         "baseline": baseline,
         "p99_ratio_loaded_vs_baseline": (
             None if not (baseline["p99_ms"] and loaded["p99_ms"]) else round(loaded["p99_ms"] / baseline["p99_ms"], 2)
