@@ -131,6 +131,8 @@ def overview_row(
     newest = max((item.measured_at for item in latest.values()), default=None)
     online = newest is not None and now - newest <= ONLINE_WINDOW
     gateway_offline = bool(alerts and "gateway_offline" in alerts.get("rules", ()))
+    seen = [datetime.fromisoformat(g["last_seen_at"]) for g in gateways if g.get("last_seen_at")]
+    gateway_recent = bool(seen) and now - max(seen) <= ONLINE_WINDOW
     return {
         "id": str(patient["id"]),
         "display_name": patient["display_name"],
@@ -152,8 +154,22 @@ def overview_row(
         "last_data_at": newest.isoformat() if newest else None,
         "no_data_s": age_s(now, newest),
         "gateways": [dict(g) for g in gateways],
-        "connectivity": "offline" if gateway_offline else ("online" if online else ("stale" if newest else "never")),
+        "connectivity": _connectivity(
+            gateway_offline=gateway_offline, online=online, gateway_recent=gateway_recent, has_data=newest is not None
+        ),
     }
+
+
+def _connectivity(*, gateway_offline: bool, online: bool, gateway_recent: bool, has_data: bool) -> str:
+    """offline (the engine says the gateway is gone), online (fresh readings), idle (the gateway sends batches but no
+    fresh measurement: the patient did not measure), stale (neither), never (no data at all)."""
+    if gateway_offline:
+        return "offline"
+    if online:
+        return "online"
+    if gateway_recent:
+        return "idle"
+    return "stale" if has_data else "never"
 
 
 def sort_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -78,3 +78,9 @@ def test_overview_rows_connectivity_and_sort() -> None:
     assert stale["no_data_s"] == 1800
     assert [r["id"] for r in sort_rows([fresh, stale])] == ["p2", "p1"]
     assert age_s(NOW, NOW + timedelta(seconds=5)) == 0
+    idle = overview_row(
+        patient={"id": "p3", "display_name": "C", "birth_date": None, "sex": None},
+        latest=latest(spo2=(97, 30)), alerts=None,
+        gateways=[{"id": "gw", "last_seen_at": (NOW - timedelta(seconds=20)).isoformat(), "devices": 3}], now=NOW,
+    )  # fmt: skip
+    assert idle["connectivity"] == "idle"

@@ -188,7 +188,9 @@ export class PatientList {
         this._set(row, `${col.key}Old`, c[col.key], age !== null && age > 3600 ? "num old" : "num", "class");
       }
       const lastAge = ageS(p.last_data_at, now);
-      const conn = p.connectivity === "offline" ? "offline" : lastAge === null ? "never" : lastAge <= 180 ? "online" : "stale";
+      const gwAge = Math.min(...(p.gateways || []).map((g) => ageS(g.last_seen_at, now) ?? Infinity), Infinity);
+      const conn = p.connectivity === "offline" ? "offline" : lastAge !== null && lastAge <= 180 ? "online"
+        : gwAge <= 180 ? "idle" : lastAge === null ? "never" : "stale";
       const lastText = lastAge === null ? t("nodata.never") : lastAge > 180 ? t("nodata.since", { age: fmtAge(lastAge) }) : fmtAge(lastAge);
       this._set(row, "last", c.last, lastText);
       this._set(row, "connClass", c.link, `conn-dot ${conn}`, "class");
