@@ -172,10 +172,13 @@ def to_readings(
 
     m = measurement
     if isinstance(m, HeartRateMeasurement):
-        b.add("heart_rate", float(m.heart_rate), "/min")
+        # HRS §3.1.1.2: with sensor contact supported but not detected, the value is not the wearer's heart rate
+        # (straps report 0 or a stale value): no heart_rate/RR readings, which would look like asystole to an alert.
+        if m.sensor_contact is not False:
+            b.add("heart_rate", float(m.heart_rate), "/min")
+            for i, rr in enumerate(m.rr_intervals_s):
+                b.add("rr_interval", rr, "s", rr_index=i)
         b.add("energy_expended", None if m.energy_expended_kj is None else float(m.energy_expended_kj), "kJ")
-        for i, rr in enumerate(m.rr_intervals_s):
-            b.add("rr_interval", rr, "s", rr_index=i)
         if m.sensor_contact is not None:
             flags["sensor_contact"] = m.sensor_contact
     elif isinstance(m, BloodPressureMeasurement | IntermediateCuffPressure):

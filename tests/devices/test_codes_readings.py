@@ -98,18 +98,26 @@ def test_heart_rate_readings() -> None:
     rs = to_readings(m, received_at=RECEIVED)
     assert [(r.metric, r.value, r.unit) for r in rs] == [
         ("heart_rate", 72.0, "/min"),
-        ("energy_expended", 100.0, "kJ"),
         ("rr_interval", 1.0, "s"),
         ("rr_interval", 0.5, "s"),
+        ("energy_expended", 100.0, "kJ"),
     ]
     assert all(r.measured_at == RECEIVED and r.device_time is None for r in rs)
     assert rs[0].flags == {"sensor_contact": True}
-    assert rs[3].flags == {"sensor_contact": True, "rr_index": 1}
+    assert rs[2].flags == {"sensor_contact": True, "rr_index": 1}
     assert len({r.group for r in rs}) == 1
     uuid.UUID(rs[0].group or "")
     # no timestamp: the group depends on the reception time too, so two identical notifications stay distinct
     assert to_readings(m, received_at=RECEIVED + timedelta(seconds=1))[0].group != rs[0].group
     assert to_readings(m, received_at=RECEIVED)[0].group == rs[0].group
+
+
+def test_heart_rate_without_skin_contact_is_not_a_reading() -> None:
+    no_contact = to_readings(HeartRateMeasurement(0, False, 250, (1024,)), received_at=RECEIVED)
+    assert [(r.metric, r.value, r.flags) for r in no_contact] == [("energy_expended", 250.0, {"sensor_contact": False})]
+    # contact not supported by the strap (None): the value is all we have, and it is kept
+    unsupported = to_readings(HeartRateMeasurement(64, None), received_at=RECEIVED)
+    assert [(r.metric, r.value) for r in unsupported] == [("heart_rate", 64.0)]
 
 
 def test_blood_pressure_readings_group_time_flags() -> None:
