@@ -10,11 +10,13 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Request, status
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from devices.codes import METRICS
 from teleconsult.alerts import store
 from teleconsult.alerts.errors import AlertNotFoundError, AlertStateError
 from teleconsult.api.deps import CurrentUser, PatientAccess, Pool, authorize_patient, client_addr
+from teleconsult.api.schemas import SafeText
 from teleconsult.security import audit as audit_log
 
 router = APIRouter(tags=["alerts"])
@@ -25,7 +27,16 @@ class Note(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    note: str = Field(default="", max_length=2000)
+    note: Annotated[SafeText, Field(max_length=2000)] = ""
+
+
+def _known_metric(name: str) -> str:
+    if name not in METRICS:
+        raise ValueError(f"unknown metric {name[:40]!r}")
+    return name
+
+
+MetricName = Annotated[str, AfterValidator(_known_metric)]
 
 
 class AlertProfileBody(BaseModel):
@@ -36,7 +47,7 @@ class AlertProfileBody(BaseModel):
     spo2_scale: int = Field(default=1, ge=1, le=2)
     supplemental_oxygen: bool | None = None
     heart_failure: bool = False
-    expected_intervals_s: dict[str, Annotated[float, Field(ge=60, le=31 * 86400)]] = Field(
+    expected_intervals_s: dict[MetricName, Annotated[float, Field(ge=60, le=31 * 86400)]] = Field(
         default_factory=dict, max_length=50
     )
     """metric -> expected seconds between measurements (1 min to 31 days)."""

@@ -238,6 +238,10 @@ async def test_alert_profile_put(live: Live) -> None:
         assert r.status_code == 200, r.text
         assert (await client.put(url, json={"expected_intervals_s": {"body_weight": 1}})).status_code == 422
         assert (await client.put(url, json={"spo2_scale": 3})).status_code == 422
+        # keys are metric names of the vocabulary (the OpenAPI fuzzer once sent "\u0000" keys, a 500 from jsonb)
+        bad_key = await client.put(url, json={"expected_intervals_s": {"x\u0000y": 3600}})
+        assert bad_key.status_code == 422
+        assert "unknown metric" in bad_key.text
     with psycopg.connect(live.dsn) as conn:
         row = conn.execute("select config from alert_profiles where patient_id = %s", (live.seeded.p1,)).fetchone()
     assert row is not None
