@@ -33,7 +33,7 @@ import psycopg
 
 from teleconsult.alerts.service import LEADER_LOCK
 from teleconsult.bench.ingest import REPO, Broker, enrol, free_port, project_dsn
-from teleconsult.bench.loadgen import Job, publisher_process
+from teleconsult.bench.loadgen import Job, cpu_seconds_by_role, publisher_process
 from teleconsult.security import tokens
 from teleconsult.security.models import Role
 from teleconsult.store.migrate import upgrade
@@ -238,23 +238,11 @@ def start_background(mqtt_url: str, gateways: list[tuple[int, str, str, uuid.UUI
 
 def cpu_seconds(dsn: str, pids: dict[str, int]) -> dict[str, float]:
     """Cumulative CPU seconds of the run's processes and of its database's backends."""
-    import psutil
-
     with psycopg.connect(dsn, autocommit=True) as conn:
         rows = conn.execute(
             "select pid from pg_stat_activity where datname = current_database() and pid <> pg_backend_pid()"
         ).fetchall()
-    out: dict[str, float] = {}
-    for role, group in [*((r, [p]) for r, p in pids.items()), ("postgres", [int(r[0]) for r in rows])]:
-        total = 0.0
-        for pid in group:
-            try:
-                t = psutil.Process(pid).cpu_times()
-            except psutil.Error:
-                continue
-            total += t.user + t.system
-        out[role] = total
-    return out
+    return cpu_seconds_by_role({**{r: [p] for r, p in pids.items()}, "postgres": [int(r[0]) for r in rows]})
 
 
 def count_readings(dsn: str) -> int:

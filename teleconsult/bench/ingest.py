@@ -41,7 +41,7 @@ from urllib.parse import urlsplit
 import numpy as np
 import psycopg
 
-from teleconsult.bench.loadgen import Job, publisher_process
+from teleconsult.bench.loadgen import Job, cpu_seconds_by_role, publisher_process
 from teleconsult.ingest.metrics import LATENCY_BUCKETS, quantile_from_buckets
 from teleconsult.store.migrate import upgrade
 
@@ -151,19 +151,7 @@ class CpuMeter:
 
     def sample(self) -> dict[str, float]:
         """Cumulative CPU seconds per role (processes that vanished count as 0)."""
-        import psutil
-
-        out: dict[str, float] = {}
-        for role, pids in self._pids().items():
-            total = 0.0
-            for pid in pids:
-                try:
-                    t = psutil.Process(pid).cpu_times()
-                except psutil.Error:
-                    continue
-                total += t.user + t.system
-            out[role] = total
-        return out
+        return cpu_seconds_by_role(self._pids())
 
 
 def enrol(dsn: str, n: int) -> list[tuple[int, str, str, uuid.UUID]]:

@@ -225,3 +225,20 @@ def publisher_process(job: Job, go: Event, results: Any) -> None:
     last = time.time()
     client.close()
     results.put({"sent": sent, "began": began, "last_publish": last, "cpu_s": time.process_time()})
+
+
+def cpu_seconds_by_role(pids: dict[str, list[int]]) -> dict[str, float]:
+    """Cumulative CPU seconds (user + system) per role; processes that vanished count as 0."""
+    import psutil  # dev extra: benchmarks only
+
+    out: dict[str, float] = {}
+    for role, group in pids.items():
+        total = 0.0
+        for pid in group:
+            try:
+                t = psutil.Process(pid).cpu_times()
+            except psutil.Error:
+                continue
+            total += t.user + t.system
+        out[role] = total
+    return out
