@@ -365,7 +365,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--latency-seconds", type=float, default=5, help="latency run at half rate (default 5)")
     ap.add_argument("--gateways", type=int, default=50, help="simulated gateways (default 50)")
     ap.add_argument("--publishers", type=int, default=2, help="publisher processes (default 2)")
-    ap.add_argument("--workers", type=int, default=2, help="`tbib ingest` processes (default 2)")
+    ap.add_argument("--workers", type=int, default=3, help="`tbib ingest` processes (default 3)")
     ap.add_argument("--batch", type=int, default=10_000, help="worker max readings per transaction")
     ap.add_argument("--dsn", help="server DSN to create the benchmark database in (default: project services)")
     ap.add_argument("--mqtt-url", help="reuse this broker (default: a private Mosquitto with the project's config)")
