@@ -112,8 +112,8 @@ async def test_publishes_everything_and_empties_outbox(tmp_path: Path, mqtt_host
 
 @pytest.mark.slow
 async def test_link_outage_nothing_lost_no_republish_after_puback(tmp_path: Path, own_broker: OwnBroker, subscribe):
-    """Broker stopped 8 s while devices keep measuring (8 s > 2 keepalive ticks and several backoff steps: the same code
-    paths as 30 s; the longer outage adds only wall-clock time), then restarted on the same port and persistence."""
+    """Broker stopped 30 s (as the issue asks) while devices keep measuring, then restarted on the same port and
+    persistence: every reading arrives, in order per device, and no id is published again after its PUBACK."""
     gw = f"gw-out-{uuid.uuid4().hex[:8]}"
     sub = subscribe("127.0.0.1", own_broker.port, f"tbib/v1/gw/{gw}/readings")
     box = Outbox(tmp_path / "o.sqlite3")
@@ -152,7 +152,7 @@ async def test_link_outage_nothing_lost_no_republish_after_puback(tmp_path: Path
     task = asyncio.create_task(devices())
     await asyncio.sleep(1.5)
     own_broker.stop()
-    await asyncio.sleep(8)
+    await asyncio.sleep(30)
     assert pub.state is not LinkState.CONNECTED
     depth_during = box.depth()
     own_broker.start()
