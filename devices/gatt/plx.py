@@ -143,12 +143,7 @@ def encode_plx_spot_check(m: PlxSpotCheckMeasurement) -> bytes:
     w.sfloat(m.pulse_rate)
     if m.timestamp is not None:
         w.date_time(m.timestamp, "timestamp")
-    if m.measurement_status is not None:
-        w.u16(int(m.measurement_status), "measurement_status")
-    if m.device_sensor_status is not None:
-        w.u24(int(m.device_sensor_status), "device_sensor_status")
-    if m.pulse_amplitude_index is not None:
-        w.sfloat(m.pulse_amplitude_index)
+    _write_status_tail(w, m)
     return w.bytes()
 
 
@@ -188,13 +183,18 @@ def encode_plx_continuous(m: PlxContinuousMeasurement) -> bytes:
     if slow:
         w.sfloat(nan if m.spo2_slow is None else m.spo2_slow)
         w.sfloat(nan if m.pulse_rate_slow is None else m.pulse_rate_slow)
+    _write_status_tail(w, m)
+    return w.bytes()
+
+
+def _write_status_tail(w: Writer, m: PlxSpotCheckMeasurement | PlxContinuousMeasurement) -> None:
+    """The optional fields both PLX measurements end with (PLXS §3.1.1 / §3.2.1): status, device/sensor status, PAI."""
     if m.measurement_status is not None:
         w.u16(int(m.measurement_status), "measurement_status")
     if m.device_sensor_status is not None:
         w.u24(int(m.device_sensor_status), "device_sensor_status")
     if m.pulse_amplitude_index is not None:
         w.sfloat(m.pulse_amplitude_index)
-    return w.bytes()
 
 
 def decode_plx_features(data: bytes) -> PlxFeatures:
