@@ -11,7 +11,7 @@ import contextlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final, Protocol
 
 from devices.errors import SimulationError
 from devices.sim.base import Patient, SimPeripheral
@@ -21,9 +21,6 @@ from devices.sim.oximeter import PulseOximeter
 from devices.sim.peripherals import BloodPressureCuff, HeartRateStrap, Thermometer, WeightScale
 from devices.sim.physiology import DEFAULT_START, PatientProfile
 from devices.sim.scenarios import Scenario, get_scenario
-
-if TYPE_CHECKING:
-    from devices.sim.backend import SimBleakClient
 
 DEVICE_CLASSES: Final[dict[str, type[SimPeripheral]]] = {
     cls.kind: cls
@@ -56,6 +53,16 @@ class SimPatient:
         return self.patient.profile
 
 
+class Link(Protocol):
+    """What the world needs of a connected client (the bleak backend's ``SimBleakClient``): a way to wake it.
+
+    A protocol, so that this module does not import the backend (the backend imports the world, not the reverse).
+    """
+
+    def wake(self) -> None:
+        """Run the peripheral's connection driver now."""
+
+
 class SimWorld:
     """Peripherals in radio range of the gateway, with their patients and a shared simulated clock."""
 
@@ -81,7 +88,7 @@ class SimWorld:
         """Real seconds before a connection attempt to an out-of-range device times out (capped by bleak's timeout)."""
         self.patients: list[SimPatient] = []
         self.peripherals: dict[str, SimPeripheral] = {}
-        self._links: dict[str, SimBleakClient] = {}
+        self._links: dict[str, Link] = {}
 
     # --- building ---------------------------------------------------------------------------------------------------
     @classmethod
@@ -212,7 +219,7 @@ class SimWorld:
         self.get(address).faults.disconnect_after_racp_records = after_records
 
     # --- links (used by the backend) --------------------------------------------------------------------------------
-    def attach(self, address: str, client: SimBleakClient) -> None:
+    def attach(self, address: str, client: Link) -> None:
         """Record the client connected to `address`."""
         self._links[address.upper()] = client
 
