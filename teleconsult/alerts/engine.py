@@ -22,7 +22,6 @@ feeds trends). One open alert per (patient, rule); a clinician's ``resolve`` clo
 
 from __future__ import annotations
 
-import bisect
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -42,6 +41,7 @@ from teleconsult.alerts.model import (
 )
 from teleconsult.alerts.rules import NEWS2_METRICS, EngineConfig, PatientProfile, ThresholdRule, TrendRule
 from teleconsult.alerts.timers import Timers
+from teleconsult.alerts.window import Series
 
 NEWS2_RULE: Final = "news2"
 GATEWAY_OFFLINE_RULE: Final = "gateway_offline"
@@ -100,7 +100,7 @@ class Engine:
         self._profiles: dict[str, PatientProfile] = {}
         self._monitor_start: dict[str, datetime] = {}
         self._latest: dict[tuple[str, str], tuple[datetime, float]] = {}  # (patient, metric) -> newest
-        self._history: dict[tuple[str, str], list[tuple[datetime, float]]] = {}
+        self._history: dict[tuple[str, str], Series] = {}
         self._news2_obs: dict[tuple[str, str], tuple[datetime, float]] = {}  # (patient, news2 param) -> newest
         self._patient_gateway: dict[str, str] = {}
         self._gateways: dict[str, _Gateway] = {}
@@ -298,24 +298,22 @@ class Engine:
     # ---- trends -------------------------------------------------------------------------------------------------
 
     def _add_history(self, pid: str, metric: str, at: datetime, value: float) -> None:
-        hist = self._history.setdefault((pid, metric), [])
-        bisect.insort(hist, (at, value))
-        horizon = hist[-1][0] - self._trend_windows[metric]
-        cut = bisect.bisect_left(hist, (horizon, float("-inf")))
-        if cut:
-            del hist[:cut]
+        hist = self._history.get((pid, metric))
+        if hist is None:
+            hist = self._history[(pid, metric)] = Series(self._trend_windows[metric])
+        hist.add(at, value)
 
     def _trend(self, trend: TrendRule, r: Reading, now: datetime) -> None:
         profile = self._profiles.get(r.patient_id)
         if trend.heart_failure_only and not (profile and profile.heart_failure):
             return
         key = AlertKey(r.patient_id, trend.name)
-        hist = self._history.get((r.patient_id, r.metric), [])
+        hist = self._history.get((r.patient_id, r.metric))
         start = r.measured_at - trend.window
-        earlier = [v for t, v in hist if start <= t < r.measured_at]
-        if not earlier:
+        # a fall is measured from the highest earlier value, a rise from the lowest (O(1) amortized: see window.py)
+        reference = None if hist is None else hist.extreme(trend.name, start, r.measured_at, highest=trend.change < 0)
+        if reference is None:
             return
-        reference = max(earlier) if trend.change < 0 else min(earlier)
         change = r.value - reference
         active = key in self._alerts
         details: dict[str, object] = {
