@@ -4,7 +4,9 @@ and its UCUM units.
 Contract: metric names are the ``metric`` of readings everywhere (MQTT payloads, the ``readings`` table, alerts, FHIR).
 ``units[0]`` is the canonical UCUM unit; the others are accepted as reported by devices (never ``bpm``). Sources:
 FHIR R4 vital signs profile (LOINC), HL7 Personal Health Device IG / ISO/IEEE 11073-10101 nomenclature (MDC, system
-``urn:iso:std:iso:11073:10101``). ``loinc`` is empty and ``mdc`` is None where no code is assigned with confidence.
+``urn:iso:std:iso:11073:10101``). ``mdc`` is None where no code is assigned with confidence. A metric without a standard
+LOINC code (``loinc == ""``: cuff pressure, RR interval, pulse amplitude index) is coded in tbib's own CodeSystem
+(:data:`TBIB_METRIC_SYSTEM`, code = the metric name): :attr:`Metric.primary_coding` never gives an empty coding.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from devices.errors import UnknownMetricError
 LOINC_SYSTEM: Final = "http://loinc.org"
 MDC_SYSTEM: Final = "urn:iso:std:iso:11073:10101"
 UCUM_SYSTEM: Final = "http://unitsofmeasure.org"
+#: tbib's CodeSystem for metrics that have no standard LOINC code (code = metric name, display = ``display_en``).
+TBIB_METRIC_SYSTEM: Final = "https://tbib.ma/fhir/CodeSystem/metric"
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +50,13 @@ class Metric:
     def canonical_unit(self) -> str:
         """``units[0]``."""
         return self.units[0]
+
+    @property
+    def primary_coding(self) -> tuple[str, str, str]:
+        """``(system, code, display)``: LOINC when assigned, else tbib's CodeSystem (never an empty code)."""
+        if self.loinc:
+            return (LOINC_SYSTEM, self.loinc, self.loinc_display)
+        return (TBIB_METRIC_SYSTEM, self.name, self.display_en)
 
 
 _METRICS: tuple[Metric, ...] = (
@@ -99,7 +110,9 @@ _METRICS: tuple[Metric, ...] = (
         ("/min",), True,
     ),
     Metric("rr_interval", "RR interval", "Intervalle RR", "", "", None, ("s",), False),
-    Metric("energy_expended", "Energy expended", "Énergie dépensée", "", "", None, ("kJ",), False),
+    Metric(
+        "energy_expended", "Energy expended", "Énergie dépensée", "41981-2", "Calories burned", None, ("kJ",), False,
+    ),
     Metric(
         "pulse_amplitude_index", "Pulse amplitude index", "Indice d'amplitude du pouls", "", "", 150448, ("%",), False,
     ),
