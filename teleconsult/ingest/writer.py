@@ -7,7 +7,11 @@ Per batch, inside one transaction:
 2. Only then, idempotent path: roll back to the savepoint, ``COPY`` into the session temp table ``ingest_staging``
    (``ON COMMIT DELETE ROWS``) and ``INSERT INTO readings ... SELECT ... ON CONFLICT (reading_id, measured_at) DO
    NOTHING``: every reading is stored once, duplicates are counted.
-3. Upsert ``latest_readings`` from the batch's newest row per (patient, metric) (computed by the caller, sorted: a
+3. Merge the rows actually inserted into the rollups ``readings_1m`` / ``readings_1h``
+   (:mod:`teleconsult.store.rollups`): on the fast path from ``ingest_staging`` (the same rows, also copied there),
+   on the idempotent path from the ``INSERT ... RETURNING`` rows, so that a duplicate never counts twice and a late
+   reading updates its old bucket.
+4. Upsert ``latest_readings`` from the batch's newest row per (patient, metric) (computed by the caller, sorted: a
    stable lock order across workers), keeping the newest ``measured_at``; insert the batch's dead letters; ``COMMIT``.
 The caller acknowledges MQTT messages only after :func:`write_batch` returns.
 """
@@ -22,6 +26,7 @@ from psycopg import AsyncConnection
 from psycopg.errors import UniqueViolation
 
 from teleconsult.ingest.payload import STAGING_COLUMNS, LatestRow
+from teleconsult.store.rollups import delta_sql
 
 STAGING_DDL: Final = (
     "create temp table if not exists ingest_staging (patient_id uuid, device_id uuid, metric text,"
@@ -34,6 +39,13 @@ INSERT_SQL: Final = (
     f"insert into readings ({_COLS}) select {_COLS} from ingest_staging"  # noqa: S608 - constant column names
     " on conflict (reading_id, measured_at) do nothing"
 )
+#: Idempotent insert and rollup merge of the rows inserted, in one statement; returns the inserted count.
+INSERT_ROLLUP_SQL: Final = (
+    f"with ins as ({INSERT_SQL} returning patient_id, metric, value, measured_at), {delta_sql('ins')}"  # noqa: S608
+    " select count(*) from ins"
+)
+#: Rollup merge of the staging rows (fast path: every staged row was inserted).
+STAGING_ROLLUP_SQL: Final = f"with {delta_sql('ingest_staging')} select 1"
 # distinct on + order by: one row per key (ON CONFLICT DO UPDATE cannot touch a row twice) and a stable lock order
 # across concurrent workers (no deadlock).
 DIRECT_COPY_SQL: Final = f"copy readings ({_COLS}) from stdin"
@@ -96,11 +108,14 @@ async def write_batch(
     lines: list[str],
     dead: list[DeadLetter],
     latest: Sequence[LatestRow] | None = None,
+    *,
+    rollups: bool = True,
 ) -> WriteResult:
     """Store ``lines`` (COPY text rows) and ``dead`` letters in one transaction; idempotent.
 
     ``latest``: the newest row per (patient, metric) of the batch; ``None`` derives it in SQL from the staging table
-    (always the idempotent path then).
+    (always the idempotent path then). ``rollups=False`` skips the rollup merge (benchmarks measure its cost; the
+    rollups are then stale until ``tbib db rebuild-rollups``).
     """
     inserted = 0
     data = "".join(lines).encode() if lines else b""
@@ -115,9 +130,17 @@ async def write_batch(
                         inserted = len(lines)
                     except UniqueViolation:
                         direct = False
-                if not direct:
+                if not direct or rollups:
                     async with cur.copy(COPY_SQL) as copy:
                         await copy.write(data)
+                if direct:
+                    if rollups:
+                        await cur.execute(STAGING_ROLLUP_SQL)
+                elif rollups:
+                    await cur.execute(INSERT_ROLLUP_SQL)
+                    row = await cur.fetchone()
+                    inserted = int(row[0]) if row else 0
+                else:
                     await cur.execute(INSERT_SQL)
                     inserted = max(cur.rowcount, 0)
                 if latest is None:

@@ -8,7 +8,12 @@
 
 Large ranges are downsampled in two steps so that the database never ships millions of rows: PostgreSQL computes the
 minimum and maximum of each of ``4 x max_points`` time buckets (an M4-style reduction that keeps every peak), then LTTB
-picks ``max_points`` of those points. Small ranges (<= ``4 x max_points`` rows) use LTTB on the raw rows.
+picks ``max_points`` of those points, always keeping the range's minimum and maximum. Small ranges (<= ``4 x
+max_points`` rows) use LTTB on the raw rows.
+
+Source tier (``source="auto"``): the coarsest rollup (:mod:`.rollups`: ``readings_1h``, then ``readings_1m``) whose
+bucket is no wider than ``range / max_points`` (one chart point), else the raw rows. A rollup row carries its min and
+max with the time each was measured, so the pre-buckets' extremes, and their times, are exact on every tier.
 """
 
 from __future__ import annotations
@@ -23,9 +28,12 @@ import numpy as np
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from teleconsult.store.lttb import FloatArray, lttb
+from teleconsult.store.lttb import FloatArray, lttb_indices
+from teleconsult.store.rollups import TIERS, Tier, floor_to
 
 Flavour = Literal["timescaledb", "plain"]
+Source = Literal["auto", "raw", "1m", "1h"]
+Resolved = Literal["raw", "1m", "1h"]
 _ORIGIN: Final = datetime(2000, 1, 3, tzinfo=UTC)  # a Monday, as time_bucket's default origin
 _BINARY_HEADER: Final = 19
 _ROW: Final = np.dtype([("n", ">i2"), ("l1", ">i4"), ("t", ">f8"), ("l2", ">i4"), ("v", ">f8")])
@@ -88,6 +96,10 @@ class History:
     points: list[Point]
     method: str
     """``"buckets"``, ``"raw"``, ``"lttb"`` or ``"minmax+lttb"``."""
+    source: str = "raw"
+    """Where the points come from: ``"raw"`` rows, the ``"1m"`` or the ``"1h"`` rollup."""
+    bucket_s: float = 0.0
+    """Pre-bucket width in seconds of ``minmax+lttb`` (a live chart merges new readings into buckets this wide)."""
 
 
 _flavours: dict[str, Flavour] = {}
@@ -126,6 +138,29 @@ _MINMAX_SQL: Final[dict[Flavour, str]] = {
     f"select {e} as b, min(value) as lo, max(value) as hi from readings where {_RANGE} group by b) x"
     for f, e in _BUCKET_EXPR.items()
 }
+
+_TIER_MINMAX_SQL: Final[dict[Tier, str]] = {
+    tier: f"select extract(epoch from date_bin(%(width)s::interval, bucket, %(origin)s::timestamptz))::float8 as b,"  # noqa: S608
+    " min(array[min, extract(epoch from min_at)::float8]), max(array[max, extract(epoch from max_at)::float8])"
+    f" from {table} where patient_id = %(p)s and metric = %(m)s and bucket >= %(s)s and bucket < %(e)s group by b"
+    for tier, (table, _) in TIERS.items()
+}
+_TIER_BUCKETS_SQL: Final[dict[Tier, str]] = {
+    tier: "select date_bin(%(width)s::interval, bucket, %(origin)s::timestamptz) as b, min(min),"  # noqa: S608
+    f" sum(sum) / sum(count), max(max), sum(count) from {table}"
+    " where patient_id = %(p)s and metric = %(m)s and bucket >= %(s)s and bucket < %(e)s group by b order by b"
+    for tier, (table, _) in TIERS.items()
+}
+
+
+def choose_source(span: timedelta, max_points: int) -> Resolved:
+    """The coarsest tier whose bucket is no wider than one of ``max_points`` points over ``span``."""
+    per_point = span / max_points
+    tier: Tier
+    for tier in ("1h", "1m"):
+        if TIERS[tier][1] <= per_point:
+            return tier
+    return "raw"
 
 
 async def latest_for_patient(pool: AsyncConnectionPool[Any], patient_id: uuid.UUID) -> dict[str, LatestReading]:
@@ -191,22 +226,29 @@ async def history(
     end: datetime,
     bucket: timedelta | None = None,
     max_points: int | None = None,
+    *,
+    source: Source = "auto",
 ) -> History:
-    """``metric`` of a patient over ``[start, end)``: buckets (``bucket``), a chart series (``max_points``), or raw."""
+    """``metric`` of a patient over ``[start, end)``: buckets (``bucket``), a chart series (``max_points``), or raw.
+
+    ``source`` forces a tier (``"raw"``, ``"1m"``, ``"1h"``); ``"auto"`` picks it (module docstring). Buckets come from
+    a rollup only when the width and both bounds are whole multiples of its bucket.
+    """
     if start.tzinfo is None or end.tzinfo is None:
         raise ValueError("start and end must be timezone-aware")
     async with pool.connection() as conn:
         if bucket is not None:
-            return History(
-                metric, start, end, await _buckets(conn, patient_id, metric, start, end, bucket), [], "buckets"
-            )
+            return await _buckets(conn, patient_id, metric, start, end, bucket, source)
         if max_points is None:
             t, v = await fetch_series(conn, patient_id, metric, start, end)
             return History(metric, start, end, [], _points(t, v), "raw")
         if max_points < 3:
             raise ValueError("max_points must be >= 3")
-        flavour = await flavour_of(conn)
         pre = 4 * max_points
+        tier = choose_source(end - start, max_points) if source == "auto" else source
+        if tier != "raw":
+            return await _tier_chart(conn, patient_id, metric, start, end, max_points, tier)
+        flavour = await flavour_of(conn)
         width = max((end - start) / pre, timedelta(seconds=1))
         cur = await conn.execute(
             "select count(*) from (select 1 from readings where patient_id = %(p)s and metric = %(m)s"
@@ -216,7 +258,7 @@ async def history(
         row = await cur.fetchone()
         if row is not None and row[0] <= pre:
             t, v = await fetch_series(conn, patient_id, metric, start, end)
-            t, v = lttb(t, v, max_points)
+            t, v = downsample(t, v, max_points)
             return History(metric, start, end, [], _points(t, v), "lttb")
         cur = await conn.execute(
             _MINMAX_SQL[flavour],
@@ -228,8 +270,60 @@ async def history(
         # pre-bucket width (range / 4 max_points), far below a chart pixel; the extremes themselves are exact.
         t = np.array([b + k * w for b, _, _ in rows for k in (0.25, 0.75)], dtype=np.float64)
         v = np.array([x for _, lo, hi in rows for x in (lo, hi)], dtype=np.float64)
-        t, v = lttb(t, v, max_points)
-        return History(metric, start, end, [], _points(t, v), "minmax+lttb")
+        t = np.clip(t, start.timestamp(), end.timestamp() - 1e-3)  # edge buckets straddle the bounds
+        t, v = downsample(t, v, max_points)
+        return History(metric, start, end, [], _points(t, v), "minmax+lttb", "raw", w)
+
+
+async def _tier_chart(
+    conn: AsyncConnection[Any],
+    patient_id: uuid.UUID,
+    metric: str,
+    start: datetime,
+    end: datetime,
+    max_points: int,
+    tier: Tier,
+) -> History:
+    """Chart series from a rollup: min and max (at their measured times) of pre-buckets, then LTTB."""
+    tier_width = TIERS[tier][1]
+    # pre-bucket: range / 4 max_points rounded up to whole tier buckets (every tier bucket falls in exactly one)
+    width = max(-(-((end - start) / (4 * max_points)) // tier_width), 1) * tier_width
+    cur = await conn.execute(
+        _TIER_MINMAX_SQL[tier],
+        {"p": patient_id, "m": metric, "s": floor_to(start, tier_width), "e": end, "width": width, "origin": _ORIGIN},
+    )
+    rows = await cur.fetchall()
+    n = len(rows)
+    t = np.empty(2 * n, dtype=np.float64)
+    v = np.empty(2 * n, dtype=np.float64)
+    for i, (_, lo, hi) in enumerate(rows):
+        t[2 * i], v[2 * i], t[2 * i + 1], v[2 * i + 1] = lo[1], lo[0], hi[1], hi[0]
+    order = np.argsort(t, kind="stable")
+    t, v = t[order], v[order]
+    inside = (t >= start.timestamp()) & (t < end.timestamp())  # the first bucket may start before ``start``
+    t, v = t[inside], v[inside]
+    if len(t):  # a bucket whose min and max are the same reading gives one point
+        keep = np.concatenate(([True], (np.diff(t) > 0) | (np.diff(v) != 0)))
+        t, v = t[keep], v[keep]
+    t, v = downsample(t, v, max_points)
+    return History(metric, start, end, [], _points(t, v), "minmax+lttb", tier, width.total_seconds())
+
+
+def downsample(t: FloatArray, v: FloatArray, n_out: int) -> tuple[FloatArray, FloatArray]:
+    """LTTB to ``n_out`` points that always keeps the series' minimum and maximum (M4's guarantee for the extremes)."""
+    idx = lttb_indices(t, v, n_out)
+    if len(idx) >= len(t) or len(idx) < 4:
+        return t[idx], v[idx]
+    extremes = (int(np.argmax(v)), int(np.argmin(v)))
+    for e in extremes:
+        j = int(np.searchsorted(idx, e))  # idx[j - 1] < e <= idx[j]
+        if idx[j] == e:
+            continue
+        # replace the nearer kept neighbour (never the first or last point, never the other extreme): stays sorted
+        candidates = [k for k in (j - 1, j) if 1 <= k <= len(idx) - 2 and int(idx[k]) not in extremes]
+        if candidates:
+            idx[min(candidates, key=lambda k: abs(int(idx[k]) - e))] = e
+    return t[idx], v[idx]
 
 
 def _points(t: FloatArray, v: FloatArray) -> list[Point]:
@@ -237,11 +331,27 @@ def _points(t: FloatArray, v: FloatArray) -> list[Point]:
 
 
 async def _buckets(
-    conn: AsyncConnection[Any], patient_id: uuid.UUID, metric: str, start: datetime, end: datetime, width: timedelta
-) -> list[Bucket]:
-    flavour = await flavour_of(conn)
-    cur = await conn.execute(
-        _BUCKETS_SQL[flavour],
-        {"p": patient_id, "m": metric, "s": start, "e": end, "width": width, "origin": _ORIGIN},
-    )
-    return [Bucket(b, float(lo), float(avg), float(hi), int(n)) for b, lo, avg, hi, n in await cur.fetchall()]
+    conn: AsyncConnection[Any],
+    patient_id: uuid.UUID,
+    metric: str,
+    start: datetime,
+    end: datetime,
+    width: timedelta,
+    source: Source,
+) -> History:
+    tier: Resolved = "raw" if source == "auto" else source
+    if source == "auto":
+        tier = "raw"
+        name: Tier
+        for name in ("1h", "1m"):
+            w = TIERS[name][1]
+            if not width % w and floor_to(start, w) == start and floor_to(end, w) == end:
+                tier = name
+                break
+    args = {"p": patient_id, "m": metric, "s": start, "e": end, "width": width, "origin": _ORIGIN}
+    if tier == "raw":
+        cur = await conn.execute(_BUCKETS_SQL[await flavour_of(conn)], args)
+    else:
+        cur = await conn.execute(_TIER_BUCKETS_SQL[tier], args)
+    buckets = [Bucket(b, float(lo), float(avg), float(hi), int(n)) for b, lo, avg, hi, n in await cur.fetchall()]
+    return History(metric, start, end, buckets, [], "buckets", tier, width.total_seconds())

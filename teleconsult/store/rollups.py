@@ -1,0 +1,173 @@
+"""Per-minute (``readings_1m``) and hourly (``readings_1h``) rollups of ``readings`` (migration 0002).
+
+Contract
+- One row per (patient_id, metric, bucket): ``min``/``min_at``, ``max``/``max_at`` (the value and when it was measured;
+  ties: the earliest minimum, the latest maximum), ``sum``, ``count``, ``first_at``/``last_at``. ``bucket`` is
+  ``date_bin(width, measured_at, 2000-01-03)`` (time-zone independent, the history queries' origin).
+- The ingest writer maintains both tables in the readings' own transaction, from the rows actually inserted (a
+  duplicate reading never counts twice; a late reading merges into its old bucket): :func:`delta_sql`. The hourly table
+  is merged from the same per-minute delta, so it always equals the rollup of the minute table.
+- :func:`rebuild` recomputes both from raw rows, one time chunk per transaction (``tbib db rebuild-rollups``). Each
+  chunk locks the two rollup tables (``EXCLUSIVE``: readers go on, ingest waits for that chunk's commit), so that a
+  concurrent ingest batch is counted exactly once: either the rebuild's snapshot sees it or its delta lands after.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final, Literal
+
+from psycopg import AsyncConnection
+
+Tier = Literal["1m", "1h"]
+TIERS: Final[dict[Tier, tuple[str, timedelta]]] = {
+    "1m": ("readings_1m", timedelta(minutes=1)),
+    "1h": ("readings_1h", timedelta(hours=1)),
+}
+ORIGIN: Final = datetime(2000, 1, 3, tzinfo=UTC)
+_ORIGIN_SQL: Final = "timestamptz '2000-01-03 00:00:00+00'"
+_COLS: Final = "patient_id, metric, bucket, min, min_at, max, max_at, sum, count, first_at, last_at"
+_MERGE: Final = (
+    " on conflict (patient_id, metric, bucket) do update set"
+    " min_at = case when excluded.min < t.min or (excluded.min = t.min and excluded.min_at < t.min_at)"
+    " then excluded.min_at else t.min_at end,"
+    " min = least(t.min, excluded.min),"
+    " max_at = case when excluded.max > t.max or (excluded.max = t.max and excluded.max_at > t.max_at)"
+    " then excluded.max_at else t.max_at end,"
+    " max = greatest(t.max, excluded.max),"
+    " sum = t.sum + excluded.sum, count = t.count + excluded.count,"
+    " first_at = least(t.first_at, excluded.first_at), last_at = greatest(t.last_at, excluded.last_at)"
+)
+
+
+_UNPACK: Final = (
+    "patient_id, metric, bucket, lo[1] as min, to_timestamp(lo[2]) as min_at, hi[1] as max,"
+    " to_timestamp(hi[2]) as max_at, sum, count, first_at, last_at"
+)
+
+
+def minute_rows_sql(source: str, where: str = "") -> str:
+    """Per-minute rollup rows (columns as the tables) of the raw rows of ``source``."""
+    return (
+        f"select {_UNPACK} from (select patient_id, metric,"  # noqa: S608 - constants
+        f" date_bin('1 minute', measured_at, {_ORIGIN_SQL}) as bucket,"
+        " min(array[value, extract(epoch from measured_at)::float8]) as lo,"
+        " max(array[value, extract(epoch from measured_at)::float8]) as hi,"
+        " sum(value) as sum, count(*)::bigint as count, min(measured_at) as first_at, max(measured_at) as last_at"
+        f" from {source} {where} group by 1, 2, 3) x"
+    )
+
+
+def hour_rows_sql(source: str, where: str = "") -> str:
+    """Hourly rollup rows of the per-minute rows of ``source``."""
+    return (
+        f"select {_UNPACK} from (select patient_id, metric,"  # noqa: S608 - constants
+        f" date_bin('1 hour', bucket, {_ORIGIN_SQL}) as bucket,"
+        " min(array[min, extract(epoch from min_at)::float8]) as lo,"
+        " max(array[max, extract(epoch from max_at)::float8]) as hi,"
+        " sum(sum) as sum, sum(count)::bigint as count, min(first_at) as first_at, max(last_at) as last_at"
+        f" from {source} {where} group by 1, 2, 3) x"
+    )
+
+
+def delta_sql(raw: str) -> str:
+    """CTEs ``m1``, ``u1m``, ``u1h`` (append a final statement) merging the raw rows of CTE or relation ``raw``.
+
+    ``raw`` must expose ``patient_id, metric, value, measured_at``. Rows are merged in key order, so that concurrent
+    writers lock rollup rows in the same order (no deadlock).
+    """
+    return (
+        f"m1 as ({minute_rows_sql(raw)}),"  # noqa: S608 - constants
+        f" u1m as (insert into readings_1m as t ({_COLS}) select {_COLS} from m1"
+        f" order by patient_id, metric, bucket{_MERGE}),"
+        f" u1h as (insert into readings_1h as t ({_COLS}) select {_COLS} from ({hour_rows_sql('m1')}) h"
+        f" order by patient_id, metric, bucket{_MERGE})"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class RebuildReport:
+    """What :func:`rebuild` did."""
+
+    chunks: int
+    minute_rows: int
+    hour_rows: int
+    start: datetime | None
+    end: datetime | None
+
+
+def floor_to(t: datetime, width: timedelta) -> datetime:
+    """``t`` rounded down to a multiple of ``width`` from :data:`ORIGIN`."""
+    return ORIGIN + ((t - ORIGIN) // width) * width
+
+
+async def raw_extent(conn: AsyncConnection[Any], patient_id: Any = None) -> tuple[datetime, datetime] | None:
+    """``(min, max)`` measured_at of the raw rows (of one patient), ``None`` when there are none."""
+    if patient_id is None:
+        cur = await conn.execute("select min(measured_at), max(measured_at) from readings")
+    else:
+        cur = await conn.execute(
+            "select min(measured_at), max(measured_at) from readings where patient_id = %s", (patient_id,)
+        )
+    row = await cur.fetchone()
+    if row is None or row[0] is None:
+        return None
+    return row[0], row[1]
+
+
+async def rebuild(
+    conn: AsyncConnection[Any],
+    *,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    patient_id: Any = None,
+    chunk: timedelta = timedelta(days=1),
+    progress: Callable[[int, int], None] | None = None,
+) -> RebuildReport:
+    """Recompute the rollups of ``[start, end)`` (default: every raw row) from raw rows, one ``chunk`` per transaction.
+
+    Bounds are widened to whole hours. ``progress(done, total)`` is called after each chunk. ``conn`` must not be in
+    a transaction (each chunk commits).
+    """
+    if chunk < timedelta(hours=1) or chunk % timedelta(hours=1):
+        raise ValueError("chunk must be a whole number of hours")
+    if start is None or end is None:
+        extent = await raw_extent(conn, patient_id)
+        await conn.commit()
+        if extent is None:
+            return RebuildReport(0, 0, 0, None, None)
+        start = start or extent[0]
+        end = end or extent[1] + timedelta(microseconds=1)
+    hour = timedelta(hours=1)
+    lo = floor_to(start, hour)
+    hi = floor_to(end - timedelta(microseconds=1), hour) + hour
+    edges = [lo]
+    while edges[-1] < hi:
+        edges.append(min(edges[-1] + chunk, hi))
+    total = len(edges) - 1
+    minute_rows = hour_rows = 0
+    who = "" if patient_id is None else " and patient_id = %(p)s"
+    for i, (a, b) in enumerate(itertools.pairwise(edges)):
+        args = {"a": a, "b": b, "p": patient_id}
+        async with conn.transaction():
+            await conn.execute("lock table readings_1m, readings_1h in exclusive mode")
+            for table in ("readings_1m", "readings_1h"):
+                await conn.execute(f"delete from {table} where bucket >= %(a)s and bucket < %(b)s{who}", args)  # noqa: S608
+            where = f"where measured_at >= %(a)s and measured_at < %(b)s{who}"
+            cur = await conn.execute(
+                f"insert into readings_1m ({_COLS}) {minute_rows_sql('readings', where)}",
+                args,
+            )
+            minute_rows += max(cur.rowcount, 0)
+            where = f"where bucket >= %(a)s and bucket < %(b)s{who}"
+            cur = await conn.execute(
+                f"insert into readings_1h ({_COLS}) {hour_rows_sql('readings_1m', where)}",
+                args,
+            )
+            hour_rows += max(cur.rowcount, 0)
+        if progress is not None:
+            progress(i + 1, total)
+    return RebuildReport(total, minute_rows, hour_rows, lo, hi)
