@@ -18,6 +18,7 @@ import psycopg
 
 from devices.sim import SimWorld
 from teleconsult.security.passwords import hash_password
+from teleconsult.store.rollups import rebuild_sync
 
 SCENARIOS: Final = ("stable", "hypoxia", "sepsis", "hypertensive_crisis", "afib", "device_misuse")
 NAMES: Final = (
@@ -187,5 +188,6 @@ def backfill(dsn: str, patients: list[DemoPatient], hours: float) -> int:
             ):
                 for row in rows:
                     cp.write_row(row)
+            rebuild_sync(conn, start=start, end=now, patient_id=p.patient_id)  # not through ingest: rollups too
             written += len(rows)
     return written

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal
 
+import psycopg
 from psycopg import AsyncConnection
 
 Tier = Literal["1m", "1h"]
@@ -118,6 +119,52 @@ async def raw_extent(conn: AsyncConnection[Any], patient_id: Any = None) -> tupl
     return row[0], row[1]
 
 
+def _chunks(start: datetime, end: datetime, chunk: timedelta) -> list[tuple[datetime, datetime]]:
+    if chunk < timedelta(hours=1) or chunk % timedelta(hours=1):
+        raise ValueError("chunk must be a whole number of hours")
+    hour = timedelta(hours=1)
+    edges = [floor_to(start, hour)]
+    hi = floor_to(end - timedelta(microseconds=1), hour) + hour
+    while edges[-1] < hi:
+        edges.append(min(edges[-1] + chunk, hi))
+    return list(itertools.pairwise(edges))
+
+
+def _chunk_statements(patient_id: Any) -> list[str]:
+    """The statements that recompute one chunk ``[%(a)s, %(b)s)`` (of patient ``%(p)s``); run in one transaction."""
+    who = "" if patient_id is None else " and patient_id = %(p)s"
+    return [
+        "lock table readings_1m, readings_1h in exclusive mode",
+        f"delete from readings_1m where bucket >= %(a)s and bucket < %(b)s{who}",  # noqa: S608 - constants
+        f"delete from readings_1h where bucket >= %(a)s and bucket < %(b)s{who}",  # noqa: S608
+        f"insert into readings_1m ({_COLS}) "
+        + minute_rows_sql("readings", f"where measured_at >= %(a)s and measured_at < %(b)s{who}"),
+        f"insert into readings_1h ({_COLS}) "
+        + hour_rows_sql("readings_1m", f"where bucket >= %(a)s and bucket < %(b)s{who}"),
+    ]
+
+
+def rebuild_sync(
+    conn: psycopg.Connection[Any],
+    *,
+    start: datetime,
+    end: datetime,
+    patient_id: Any = None,
+    chunk: timedelta = timedelta(days=1),
+) -> RebuildReport:
+    """:func:`rebuild` of ``[start, end)`` on a synchronous autocommit connection (bulk loaders: demo, tests)."""
+    minute_rows = hour_rows = 0
+    chunks = _chunks(start, end, chunk)
+    statements = _chunk_statements(patient_id)
+    for a, b in chunks:
+        with conn.transaction():
+            for i, stmt in enumerate(statements):
+                cur = conn.execute(stmt, {"a": a, "b": b, "p": patient_id})
+                minute_rows += max(cur.rowcount, 0) if i == 3 else 0
+                hour_rows += max(cur.rowcount, 0) if i == 4 else 0
+    return RebuildReport(len(chunks), minute_rows, hour_rows, chunks[0][0], chunks[-1][1])
+
+
 async def rebuild(
     conn: AsyncConnection[Any],
     *,
@@ -132,8 +179,6 @@ async def rebuild(
     Bounds are widened to whole hours. ``progress(done, total)`` is called after each chunk. ``conn`` must not be in
     a transaction (each chunk commits).
     """
-    if chunk < timedelta(hours=1) or chunk % timedelta(hours=1):
-        raise ValueError("chunk must be a whole number of hours")
     if start is None or end is None:
         extent = await raw_extent(conn, patient_id)
         await conn.commit()
@@ -141,33 +186,15 @@ async def rebuild(
             return RebuildReport(0, 0, 0, None, None)
         start = start or extent[0]
         end = end or extent[1] + timedelta(microseconds=1)
-    hour = timedelta(hours=1)
-    lo = floor_to(start, hour)
-    hi = floor_to(end - timedelta(microseconds=1), hour) + hour
-    edges = [lo]
-    while edges[-1] < hi:
-        edges.append(min(edges[-1] + chunk, hi))
-    total = len(edges) - 1
+    chunks = _chunks(start, end, chunk)
+    statements = _chunk_statements(patient_id)
     minute_rows = hour_rows = 0
-    who = "" if patient_id is None else " and patient_id = %(p)s"
-    for i, (a, b) in enumerate(itertools.pairwise(edges)):
-        args = {"a": a, "b": b, "p": patient_id}
+    for done, (a, b) in enumerate(chunks, 1):
         async with conn.transaction():
-            await conn.execute("lock table readings_1m, readings_1h in exclusive mode")
-            for table in ("readings_1m", "readings_1h"):
-                await conn.execute(f"delete from {table} where bucket >= %(a)s and bucket < %(b)s{who}", args)  # noqa: S608
-            where = f"where measured_at >= %(a)s and measured_at < %(b)s{who}"
-            cur = await conn.execute(
-                f"insert into readings_1m ({_COLS}) {minute_rows_sql('readings', where)}",
-                args,
-            )
-            minute_rows += max(cur.rowcount, 0)
-            where = f"where bucket >= %(a)s and bucket < %(b)s{who}"
-            cur = await conn.execute(
-                f"insert into readings_1h ({_COLS}) {hour_rows_sql('readings_1m', where)}",
-                args,
-            )
-            hour_rows += max(cur.rowcount, 0)
+            for i, stmt in enumerate(statements):
+                cur = await conn.execute(stmt, {"a": a, "b": b, "p": patient_id})
+                minute_rows += max(cur.rowcount, 0) if i == 3 else 0
+                hour_rows += max(cur.rowcount, 0) if i == 4 else 0
         if progress is not None:
-            progress(i + 1, total)
-    return RebuildReport(total, minute_rows, hour_rows, lo, hi)
+            progress(done, len(chunks))
+    return RebuildReport(len(chunks), minute_rows, hour_rows, chunks[0][0], chunks[-1][1])

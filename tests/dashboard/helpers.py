@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 
+from teleconsult.store.rollups import rebuild_sync
 from tests.teleconsult.api.helpers import PASSWORD, password_hash
 
 #: pg_advisory_xact_lock key the alert store takes before writing events (teleconsult.alerts.store).
@@ -77,6 +78,7 @@ def insert_readings(
         ) as cp:
             for r in rows:
                 cp.write_row(r)
+        rebuild_sync(conn, start=rows[0][4], end=end + timedelta(seconds=1), patient_id=patient_id)  # as ingest does
         last = rows[-1]
         conn.execute(
             "insert into latest_readings (patient_id, metric, value, unit, measured_at, reading_id)"

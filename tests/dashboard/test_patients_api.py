@@ -86,6 +86,23 @@ def test_history_ranges_and_downsampling(api_server: LiveServer, cast: Cast, tok
     assert _get(api_server, token, f"/patients/{pid}/history", metric="spo2", range="2h").status_code == 422
 
 
+def test_long_ranges_come_from_the_rollups_with_every_extreme(api_server: LiveServer, cast: Cast, token: str) -> None:
+    pid = cast.mine[1]
+    now = datetime.now(UTC)
+    values = [96.0] * 2000
+    values[700], values[1500] = 82.0, 100.0  # one desaturation, one peak in ~33 minutes of 1 s readings
+    insert_readings(cast.dsn, pid, "spo2", "%", values, every=timedelta(seconds=1), end=now)
+    dip_at = now.timestamp() - (len(values) - 1 - 700)
+    for rng, source in (("1h", "raw"), ("24h", "1m"), ("7d", "1m"), ("30d", "1h")):
+        body = _get(api_server, token, f"/patients/{pid}/history", metric="spo2", range=rng, max_points=600).json()
+        assert body["source"] == source, rng
+        assert (min(body["v"]), max(body["v"])) == (82.0, 100.0), rng
+        if source != "raw":  # a rollup keeps the time each extreme was measured; pre-buckets whole minutes
+            assert body["t"][body["v"].index(82.0)] == pytest.approx(dip_at, abs=1e-3)
+            assert body["bucket_s"] % 60 == 0
+            assert body["bucket_s"] > 0
+
+
 def test_history_of_another_doctors_patient_is_refused_and_audited(
     api_server: LiveServer, cast: Cast, token: str
 ) -> None:

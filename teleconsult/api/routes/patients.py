@@ -217,7 +217,11 @@ async def patient_history(
     range_: Annotated[Range, Query(alias="range")] = "24h",
     max_points: Annotated[int, Query(ge=3, le=5000)] = 600,
 ) -> dict[str, Any]:
-    """Columnar ``t`` (epoch s) / ``v``; thresholds to draw; alerts raised in the range on this vital."""
+    """Columnar ``t`` (epoch s) / ``v``; thresholds to draw; alerts raised in the range on this vital.
+
+    ``source``: raw rows or the ``1m``/``1h`` rollup (chosen by range and ``max_points``); ``bucket_s``: the width of
+    the min/max pre-buckets (0 when the points are raw readings), so that a live chart merges new readings the same way.
+    """
     metric = _metric(metric)
     end = datetime.now(UTC)
     start = end - RANGES[range_]
@@ -244,6 +248,8 @@ async def patient_history(
         "start": start.isoformat(),
         "end": end.isoformat(),
         "method": hist.method,
+        "source": hist.source,
+        "bucket_s": hist.bucket_s,
         "t": [p.t.timestamp() for p in hist.points],
         "v": [p.value for p in hist.points],
         "thresholds": views.thresholds().get(metric, []),
