@@ -1,4 +1,4 @@
-"""`tbib db`: database schema (``upgrade``, ``status``) and retention (``retention``).
+"""`tbib db`: database schema (``upgrade``, ``status``), retention (``retention``) and rollups (``rebuild-rollups``).
 
 The DSN comes from ``--dsn`` or ``TBIB_DATABASE_URL`` (then ``TBIB_TEST_DSN``, handy with ``scripts/services.sh``).
 """
@@ -56,8 +56,26 @@ def add_parser(sub: Any) -> None:
         metavar="FAMILY:METRIC[,METRIC...]:DAYS",
         help="a family with its own retention, e.g. beat_to_beat:rr_interval:90 (default: that one)",
     )
+    rt.add_argument(
+        "--minute-rollup-days", type=int, default=10 * 365, help="keep readings_1m this long (default 10 years)"
+    )
+    rt.add_argument("--hour-rollup-days", type=int, default=0, help="keep readings_1h this long (default 0: forever)")
     rt.add_argument("--json", action="store_true", help="print one JSON object")
     rt.set_defaults(func=_retention)
+
+    rb = dsub.add_parser(
+        "rebuild-rollups",
+        help="recompute readings_1m/readings_1h from raw readings, one chunk per transaction",
+        description="Recompute the per-minute and hourly rollups from the raw rows (after a bulk load that bypassed"
+        " ingest, or to repair them). Ingest may keep running: each chunk locks the rollup tables until it commits.",
+    )
+    rb.add_argument("--dsn", help="PostgreSQL connection string (default: $TBIB_DATABASE_URL)")
+    rb.add_argument("--patient", help="only this patient (uuid)")
+    rb.add_argument("--since", help="start (ISO 8601 with offset; default: the oldest raw reading)")
+    rb.add_argument("--until", help="end, exclusive (ISO 8601 with offset; default: the newest raw reading)")
+    rb.add_argument("--chunk-hours", type=int, default=24, help="hours per transaction (default 24)")
+    rb.add_argument("--json", action="store_true", help="print one JSON object (the progress bar stays on stderr)")
+    rb.set_defaults(func=_rebuild_rollups)
 
 
 def _upgrade(args: argparse.Namespace) -> int:
@@ -119,7 +137,10 @@ def _retention(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise CliError(f"bad --rule {text!r} (expected FAMILY:METRIC[,METRIC...]:DAYS)", exit_code=2) from exc
     policy = RetentionPolicy(
-        rules=tuple(rules) if rules else DEFAULT_POLICY.rules, default_keep=timedelta(days=args.default_days)
+        rules=tuple(rules) if rules else DEFAULT_POLICY.rules,
+        default_keep=timedelta(days=args.default_days),
+        minute_rollup_keep=timedelta(days=args.minute_rollup_days) if args.minute_rollup_days > 0 else None,
+        hour_rollup_keep=timedelta(days=args.hour_rollup_days) if args.hour_rollup_days > 0 else None,
     )
     dsn = dsn_from(args)
 
@@ -130,6 +151,8 @@ def _retention(args: argparse.Namespace) -> int:
             "dropped_chunks": r.dropped_chunks,
             "deleted_rows": r.deleted_rows,
             "dead_letters": r.dead_letters_deleted,
+            "rollup_chunks_dropped": r.rollup_chunks_dropped,
+            "rollup_rows_deleted": r.rollup_rows_deleted,
         }
 
     try:
@@ -140,4 +163,90 @@ def _retention(args: argparse.Namespace) -> int:
         print_json(report)
     else:
         print(report)
+    return 0
+
+
+def _when(text: str | None, flag: str) -> Any:
+    from datetime import datetime
+
+    if text is None:
+        return None
+    try:
+        t = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise CliError(f"bad {flag} {text!r} (expected ISO 8601 with an offset)", exit_code=2) from exc
+    if t.tzinfo is None:
+        raise CliError(f"{flag} needs an offset (e.g. 2026-11-01T00:00:00+00:00)", exit_code=2)
+    return t
+
+
+def progress_bar(stream: Any, width: int = 30) -> Any:
+    """A ``progress(done, total)`` callback drawing ``[#####.....] done/total chunks`` on ``stream``."""
+    import time
+
+    started = time.monotonic()
+
+    def show(done: int, total: int) -> None:
+        filled = width * done // max(total, 1)
+        eta = (time.monotonic() - started) / max(done, 1) * (total - done)
+        bar = "#" * filled + "." * (width - filled)
+        stream.write(f"\rrebuild-rollups [{bar}] {done}/{total} chunks, eta {eta:.0f} s")
+        if done == total:
+            stream.write("\n")
+        stream.flush()
+
+    return show
+
+
+def _rebuild_rollups(args: argparse.Namespace) -> int:
+    import asyncio
+    import sys
+    import time
+    import uuid
+    from datetime import timedelta
+
+    import psycopg
+
+    from teleconsult.store.rollups import rebuild
+
+    dsn = dsn_from(args)
+    try:
+        patient = uuid.UUID(args.patient) if args.patient else None
+    except ValueError as exc:
+        raise CliError(f"bad --patient {args.patient!r} (expected a uuid)", exit_code=2) from exc
+    if args.chunk_hours < 1:
+        raise CliError("--chunk-hours must be >= 1", exit_code=2)
+    since, until = _when(args.since, "--since"), _when(args.until, "--until")
+
+    async def run() -> dict[str, object]:
+        t0 = time.perf_counter()
+        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+            r = await rebuild(
+                conn,
+                start=since,
+                end=until,
+                patient_id=patient,
+                chunk=timedelta(hours=args.chunk_hours),
+                progress=progress_bar(sys.stderr),
+            )
+        return {
+            "chunks": r.chunks,
+            "minute_rows": r.minute_rows,
+            "hour_rows": r.hour_rows,
+            "start": r.start.isoformat() if r.start else None,
+            "end": r.end.isoformat() if r.end else None,
+            "seconds": round(time.perf_counter() - t0, 3),
+        }
+
+    try:
+        report = asyncio.run(run())
+    except psycopg.OperationalError as exc:
+        raise CliError(f"cannot connect to the database: {exc}".strip()) from exc
+    if args.json:
+        print_json(report)
+    else:
+        print(
+            f"rebuilt {report['minute_rows']} minute and {report['hour_rows']} hour rows"
+            f" in {report['chunks']} chunk(s), {report['seconds']} s"
+        )
     return 0

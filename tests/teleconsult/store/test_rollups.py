@@ -17,7 +17,8 @@ from teleconsult.ingest.payload import Decoded, copy_rows, decode_batch
 from teleconsult.ingest.writer import prepare_connection, write_batch
 from teleconsult.store.enrolment import DeviceSpec, enrol, enrolment_map
 from teleconsult.store.migrate import load_migrations, upgrade
-from teleconsult.store.rollups import rebuild
+from teleconsult.store.retention import RetentionPolicy, RetentionRule, apply_retention
+from teleconsult.store.rollups import rebuild, rebuild_sync
 from tests.teleconsult.store.test_queries import VOCAB
 
 T0 = datetime(2026, 10, 5, 8, 0, tzinfo=UTC)
@@ -210,3 +211,44 @@ def test_migration_backfills_rollups_of_existing_rows(make_database, flavour: st
         assert m.fetchone() == (120, 600, 90, 98)
         h = c.execute("select bucket, count, min_at from readings_1h where patient_id = %s order by bucket", (pid,))
         assert h.fetchall() == [(T0, 300, T0), (T0 + timedelta(hours=1), 300, T0 + timedelta(hours=1, seconds=72))]
+
+
+async def test_retention_keeps_rollups_longer_than_raw_rows(pool: AsyncConnectionPool, conn, patient) -> None:
+    pid, gw = patient
+    now = datetime.now(UTC)
+    ages = (5, 45, 100, 400)  # days
+    await write(conn, gw, [hr(now - timedelta(days=d), 60 + d % 50) for d in ages])
+    policy = RetentionPolicy(
+        default_keep=timedelta(days=30),
+        minute_rollup_keep=timedelta(days=90),
+        hour_rollup_keep=timedelta(days=365),
+    )
+    report = await apply_retention(pool, policy, now)
+    assert report.rollup_rows_deleted["readings_1m"] + report.rollup_chunks_dropped >= 1
+
+    async def ages_in(table: str, column: str) -> list[int]:
+        cur = await conn.execute(f"select {column} from {table} where patient_id = %s order by 1 desc", (pid,))
+        return [round((now - t).total_seconds() / 86_400) for (t,) in await cur.fetchall()]
+
+    assert await ages_in("readings", "measured_at") == [5]
+    assert await ages_in("readings_1m", "min_at") == [5, 45]
+    assert await ages_in("readings_1h", "min_at") == [5, 45, 100]
+    # a rollup is never kept for less than the raw rows it summarizes
+    assert RetentionPolicy(default_keep=timedelta(days=30), minute_rollup_keep=timedelta(days=7)).rollup_keeps() == (
+        timedelta(days=30),
+        None,
+    )
+    assert RetentionPolicy(rules=(RetentionRule("all", frozenset({"spo2"}), None),)).rollup_keeps() == (None, None)
+
+
+def test_rebuild_sync_for_bulk_loads(store_dsn: str) -> None:
+    pid = uuid.uuid4()
+    with psycopg.connect(store_dsn, autocommit=True) as c:
+        copy_sql = "copy readings (patient_id, metric, value, unit, measured_at, reading_id) from stdin"
+        with c.cursor() as cur, cur.copy(copy_sql) as cp:
+            for i in range(240):
+                cp.write_row((pid, "spo2", 95 - i % 3, "%", T0 + timedelta(seconds=30 * i), uuid.uuid4()))
+        report = rebuild_sync(c, start=T0, end=T0 + timedelta(hours=2), patient_id=pid)
+        assert (report.chunks, report.minute_rows, report.hour_rows) == (1, 120, 2)
+        row = c.execute("select sum(count), min(min), max(max) from readings_1h where patient_id = %s", (pid,))
+        assert row.fetchone() == (240, 93, 95)
