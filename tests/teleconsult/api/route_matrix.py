@@ -23,6 +23,7 @@ from typing import Any
 
 from tests.teleconsult.alerts import matrix_support as alerts
 from tests.teleconsult.api.helpers import Seeded
+from tests.teleconsult.fhir import matrix_support as fhir
 from tests.teleconsult.signaling import matrix_support as consult
 
 CALLERS = ("anonymous", "admin", "doctor", "nurse", "pharmacist", "patient")
@@ -213,4 +214,21 @@ MATRIX: dict[tuple[str, str], Entry] = {
     ("PUT", "/api/v1/patients/{patient_id}/alert-profile"): Entry(alerts.clinician_policy, body=lambda ctx: {}),
     ("WS", "/ws/v1/alerts"): Entry(authenticated(), ws_probe=alerts.alerts_probe),
     ("WS", "/ws/v1/vitals"): Entry(care_team(), ws_probe=alerts.vitals_probe),
+    # FHIR R4 (issue 17): factories in tests/teleconsult/fhir/matrix_support.py
+    ("GET", "/fhir/r4/metadata"): Entry(public()),
+    ("GET", "/fhir/r4/Patient/{patient_id}"): Entry(care_team()),
+    ("GET", "/fhir/r4/Patient"): Entry(
+        authenticated(), query=lambda ctx: {"identifier": f"urn:ietf:rfc:3986|urn:uuid:{ctx.patient_id}"}
+    ),
+    ("GET", "/fhir/r4/Device/{device_id}"): Entry(care_team(), params={"device_id": fhir.device_id}),
+    ("GET", "/fhir/r4/Observation/{observation_id}"): Entry(
+        care_team(), params={"observation_id": fhir.observation_id}
+    ),
+    ("GET", "/fhir/r4/Observation"): Entry(care_team(), query=lambda ctx: {"patient": str(ctx.patient_id)}),
+    ("GET", "/fhir/r4/Patient/{patient_id}/$everything"): Entry(care_team()),
+    ("POST", "/fhir/r4"): Entry(care_team(), body=fhir.transaction_body),
+    **{
+        (method, "/fhir/r4/{path:path}"): Entry(public(404), params={"path": lambda ctx: "Encounter/1"})
+        for method in ("GET", "POST", "PUT", "PATCH", "DELETE")
+    },
 }

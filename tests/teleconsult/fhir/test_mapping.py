@@ -69,8 +69,12 @@ def test_vital_sign_observation(metric: str, value: float, unit: str, loinc: str
     assert obs["id"] == str(rid)
     assert obs["identifier"] == [{"system": "urn:ietf:rfc:3986", "value": f"urn:uuid:{rid}"}]
     assert {(LOINC, loinc), (MDC, mdc)} <= codes(obs["code"])
-    assert obs["valueQuantity"] == {"value": value, "unit": out_unit, "system": "http://unitsofmeasure.org",
-                                    "code": out_unit}  # fmt: skip
+    assert obs["valueQuantity"] == {
+        "value": value,
+        "unit": out_unit,
+        "system": "http://unitsofmeasure.org",
+        "code": out_unit,
+    }
     assert obs["subject"] == {"reference": f"Patient/{P}"}
     assert obs["device"] == {"reference": f"Device/{D}"}
     assert obs["effectiveDateTime"] == "2026-11-29T10:00:00+00:00"
@@ -150,8 +154,14 @@ def test_device_patient_flag_outcome_capability_resources() -> None:
     cs = capability.capability_statement("http://x/fhir/r4", NOW, "0.1.0")
     for r in (pat, dev, gw, flag, oo, cs):
         assert check(r) == 1
-    bundle = searchset("http://x/fhir/r4", [observation(reading("spo2", 95.0, "%"))], total=1,
-                       links={"self": "http://x/fhir/r4/Observation?patient=1"}, now=NOW, includes=[pat])  # fmt: skip
+    bundle = searchset(
+        "http://x/fhir/r4",
+        [observation(reading("spo2", 95.0, "%"))],
+        total=1,
+        links={"self": "http://x/fhir/r4/Observation?patient=1"},
+        now=NOW,
+        includes=[pat],
+    )
     assert check(bundle) == 3
 
 
