@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from devices.errors import DevicesError
 from gateway_agent.config import DEFAULT_CONFIG_PATH, GatewaySettings, load_config
 from gateway_agent.errors import GatewayError
 
@@ -40,6 +41,15 @@ def add_parser(sub: Any) -> None:
     sim.add_argument("--simulate-scenario", metavar="NAME", help="one simulated patient under scenario NAME")
     run.add_argument("--sim-kinds", metavar="K1,K2", help="simulated device kinds (default: all)")
     run.add_argument("--sim-speed", type=float, default=1.0, help="simulated time speed factor (default 1)")
+    run.add_argument("--sim-seed", type=int, default=0, help="seed of the simulated patients' physiology (default 0)")
+    run.add_argument("--sim-onset", type=float, metavar="S", help="seconds before the scenario's deterioration starts")
+    run.add_argument("--sim-full-effect", type=float, metavar="S", help="seconds from the onset to its full effect")
+    run.add_argument(
+        "--sim-cadence",
+        choices=["demo", "device"],
+        default="device",
+        help="spot-device cadence: device (real: every 30 min to 24 h, default) or demo (about every minute)",
+    )
     run.add_argument("--broker", metavar="URL", help="override broker_url (mqtt:// or mqtts://)")
     run.add_argument("--gateway-id", help="override gateway_id")
     run.add_argument("--outbox", type=Path, metavar="PATH", help="override outbox.path")
@@ -117,19 +127,23 @@ def cmd_run(args: argparse.Namespace) -> int:
         settings = _settings(args, overrides)
         kwargs: dict[str, Any] = {}
         if simulated:
-            from gateway_agent.simulate import parse_kinds, simulate
+            from gateway_agent.simulate import CADENCES, parse_kinds, simulate
 
             sim = simulate(
                 args.simulate or 1,
                 args.simulate_scenario or "stable",
                 kinds=parse_kinds(args.sim_kinds),
                 speed=args.sim_speed,
+                seed=args.sim_seed,
+                onset_s=args.sim_onset,
+                full_effect_s=args.sim_full_effect,
+                device_options=CADENCES[args.sim_cadence],
             )
             settings = settings.model_copy(update={"devices": sim.devices})
             kwargs = {"scanner_kwargs": sim.scanner_kwargs, "client_kwargs": sim.client_kwargs, "clock": sim.clock}
             sys.stderr.write(f"tbib gateway run: {len(sim.devices)} simulated devices enrolled\n")
         gateway = Gateway(settings, **kwargs)
-    except (GatewayError, ValueError) as exc:
+    except (GatewayError, DevicesError, ValueError) as exc:
         return _fail("run", str(exc), 2)
     return asyncio.run(_run(gateway, args.seconds))
 

@@ -5,12 +5,29 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
 
-from devices.sim import ALL_KINDS, SimWorld
+from devices.sim import ALL_KINDS, SimWorld, get_scenario
 from devices.sim.backend import SimBleakClient, SimBleakScanner
 from gateway_agent.config import DeviceEntry, DeviceKind
+
+#: ``--sim-cadence demo``: spot devices measure about every minute instead of every 30 min to 24 h (``tbib demo``).
+DEMO_CADENCE: Final[dict[str, dict[str, Any]]] = {
+    "blood_pressure": {"interval": timedelta(seconds=60), "first_measurement": timedelta(seconds=8)},
+    "thermometer": {"interval": timedelta(seconds=45), "first_measurement": timedelta(seconds=5)},
+    "weight_scale": {"interval": timedelta(minutes=5), "first_measurement": timedelta(seconds=12)},
+    "glucose_meter": {"interval": timedelta(minutes=2)},
+    "cgm": {"interval": timedelta(minutes=1)},
+}
+CADENCES: Final[dict[str, dict[str, dict[str, Any]] | None]] = {"device": None, "demo": DEMO_CADENCE}
+
+
+def scenario_speed(name: str, full_effect_s: float) -> float:
+    """The speed at which scenario ``name`` reaches its full effect ``full_effect_s`` real seconds after its onset."""
+    if full_effect_s <= 0:
+        raise ValueError("the time to the full effect must be > 0 s")
+    return max(1.0, get_scenario(name).ramp_s / full_effect_s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,8 +55,14 @@ def simulate(
     start: datetime | None = None,
     device_options: dict[str, dict[str, Any]] | None = None,
     idle_disconnect_s: float | None = None,
+    onset_s: float | None = None,
+    full_effect_s: float | None = None,
 ) -> Simulation:
-    """``patients`` simulated patients, each with one device of every kind in ``kinds``, all enrolled."""
+    """``patients`` simulated patients, each with one device of every kind in ``kinds``, all enrolled.
+
+    ``onset_s``/``full_effect_s``: the deterioration starts ``onset_s`` seconds after the start and reaches its full
+    effect ``full_effect_s`` seconds later (device clocks keep real time; only the scenario is compressed).
+    """
     world = SimWorld.create(
         patients,
         scenario,
@@ -48,6 +71,8 @@ def simulate(
         speed=speed,
         start=start or datetime.now(UTC),
         device_options=device_options,
+        onset_s=onset_s,
+        scenario_speed=scenario_speed(scenario, full_effect_s) if full_effect_s is not None else None,
     )
     entries: list[DeviceEntry] = []
     for index, patient in enumerate(world.patients):

@@ -2,8 +2,8 @@
 # tbib services for tests, benchmarks and the demo: a PostgreSQL cluster with TimescaleDB and a Mosquitto broker of the
 # project's own (own data dir, own ports, own config). Never touches the machine's default services.
 #
-#   scripts/services.sh up       start what is missing (idempotent), print shell exports
-#   scripts/services.sh down     stop only what this script started
+#   scripts/services.sh up [postgres|mosquitto]     start what is missing (idempotent), print shell exports
+#   scripts/services.sh down [postgres|mosquitto]   stop only what this script started
 #   scripts/services.sh status   say what runs, with URLs
 #   scripts/services.sh env      print the exports (TBIB_TEST_DSN, TBIB_TEST_MQTT_URL, TBIB_TIMESCALEDB)
 #   scripts/services.sh timescaledb   build/install TimescaleDB only
@@ -121,9 +121,13 @@ pg_up() {
     fi
     if pg_running; then return 0; fi
     if [ ! -f "$PGDATA_DIR/PG_VERSION" ]; then
-        mkdir -p "$PGDATA_DIR" "$PGRUN"
-        is_root && chown postgres: "$PGDATA_DIR" "$PGRUN" && chmod 700 "$PGDATA_DIR"
-        run_as_pg "$PGBIN/initdb" -D "$PGDATA_DIR" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null
+        # initdb into a temporary directory renamed into place when complete: an interrupted first start (Ctrl-C in
+        # the demo, a killed CI job) never leaves a half-made cluster that every later start would trip over.
+        rm -rf "$PGDATA_DIR" "$PGDATA_DIR.init"
+        mkdir -p "$PGDATA_DIR.init" "$PGRUN"
+        is_root && chown postgres: "$PGDATA_DIR.init" "$PGRUN" && chmod 700 "$PGDATA_DIR.init"
+        run_as_pg "$PGBIN/initdb" -D "$PGDATA_DIR.init" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null
+        mv "$PGDATA_DIR.init" "$PGDATA_DIR"
     fi
     local port
     port=$(cat "$STATE/pg.port" 2>/dev/null || free_port)
@@ -205,8 +209,15 @@ print_env() {
 }
 
 case "${1:-status}" in
-    up) pg_up; mq_up; print_env ;;
-    down) pg_down; mq_down ;;
+    up|down)
+        # Optional second argument: only one of the two (the demo uses the project's PostgreSQL with its own broker).
+        case "${2:-all}" in
+            all) "pg_$1"; "mq_$1" ;;
+            postgres) "pg_$1" ;;
+            mosquitto) "mq_$1" ;;
+            *) echo "usage: $0 $1 [all|postgres|mosquitto]" >&2; exit 2 ;;
+        esac
+        [ "$1" = up ] && print_env ;;
     env) print_env ;;
     timescaledb) build_timescaledb ;;
     status)
@@ -214,5 +225,5 @@ case "${1:-status}" in
         if pg_running; then echo "postgresql: running on 127.0.0.1:$(cat "$STATE/pg.port")"; else echo "postgresql: stopped"; fi
         if mq_running; then echo "mosquitto: running on 127.0.0.1:$(cat "$STATE/mqtt.port")"; else echo "mosquitto: stopped"; fi
         ;;
-    *) echo "usage: $0 up|down|status|env|timescaledb" >&2; exit 2 ;;
+    *) echo "usage: $0 up|down [all|postgres|mosquitto] | status|env|timescaledb" >&2; exit 2 ;;
 esac

@@ -1,7 +1,10 @@
-"""The demo's orchestration: services, migrations, demo data, server, ingest, simulated gateways, consult agents.
+"""The demo's orchestration: services, migrations, demo data, server, ingest, home gateways, consult agents.
 
 Every process the demo starts is a child in its own session (Ctrl-C reaches only the demo, which then stops them in
-order: agents and gateways, ingest, server, services). Logs go to ``<data dir>/logs/``; data stays in the data dir.
+order: agents and gateways, ingest, server, services), and stopping is bounded in every phase, start-up included
+(:mod:`teleconsult.demo.processes`): the first Ctrl-C stops in order within 10 s, a second one at once. Logs go to
+``<data dir>/logs/``; data stays in the data dir. The gateways are the real ``gateway_agent`` over the simulated
+bleak backend (:mod:`teleconsult.demo.gateways`), each with its own broker identity, the broker ACL on.
 In a real deployment the server sends the gateway a ``commands`` message to join a consultation; here the demo plays
 that part: when the doctor opens a consultation, it starts ``tbib consult join`` with an agent token.
 """
@@ -10,22 +13,22 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
-import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Final
+from typing import Final
 
 import httpx
 import psycopg
 
+from teleconsult.demo import gateways as demo_gateways
 from teleconsult.demo import seed as demo_seed
 from teleconsult.demo import services as demo_services
+from teleconsult.demo.processes import CHILD_STOP_S, Child, Shutdown, Supervisor
 from teleconsult.demo.services import DemoError
 
 PY: Final = sys.executable
@@ -47,65 +50,6 @@ class DemoConfig:
     history_hours: float = 24.0
     """Readings backfilled before the start (from the same simulator, straight into the database); 0: none."""
     """auto, project (scripts/services.sh) or embedded (pgserver + a mosquitto process)."""
-
-
-@dataclass
-class Child:
-    """A process the demo started."""
-
-    name: str
-    proc: subprocess.Popen[bytes]
-    log: Path
-    critical: bool = True
-
-
-@dataclass
-class Supervisor:
-    """Starts children with their logs and stops them in reverse order."""
-
-    log_dir: Path
-    children: list[Child] = field(default_factory=list)
-    _files: list[IO[bytes]] = field(default_factory=list)
-
-    def start(self, name: str, argv: list[str], env: dict[str, str], *, critical: bool = True) -> Child:
-        """Start ``argv`` in its own session, stdout+stderr to ``logs/<name>.log``."""
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        path = self.log_dir / f"{name}.log"
-        f = path.open("ab")
-        self._files.append(f)
-        proc = subprocess.Popen(  # noqa: S603 - our own interpreter and modules
-            argv, env=env, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
-        )
-        child = Child(name, proc, path, critical)
-        self.children.append(child)
-        return child
-
-    def dead(self) -> list[Child]:
-        """Children that exited (and are not yet reported)."""
-        return [c for c in self.children if c.proc.poll() is not None]
-
-    def forget(self, child: Child) -> None:
-        """Stop tracking an exited child."""
-        self.children.remove(child)
-
-    def stop_all(self, timeout: float = 8.0) -> None:
-        """SIGTERM in reverse start order, then SIGKILL what did not exit."""
-        for child in reversed(self.children):
-            if child.proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    child.proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        for child in reversed(self.children):
-            remaining = max(0.1, deadline - time.monotonic())
-            try:
-                child.proc.wait(remaining)
-            except subprocess.TimeoutExpired:
-                child.proc.kill()
-                child.proc.wait(5)
-        self.children.clear()
-        for f in self._files:
-            f.close()
-        self._files.clear()
 
 
 class Progress:
@@ -218,81 +162,17 @@ def run(config: DemoConfig, out: Callable[[str], None] = print) -> int:
     data = config.data_dir.resolve()
     data.mkdir(parents=True, exist_ok=True)
     sup = Supervisor(data / "logs")
-    progress = Progress(6, out)
-    services: demo_services.Services | None = None
+    services = demo_services.Services()
+
+    def kill_all() -> None:
+        sup.kill_all()
+        services.kill()
+
+    shutdown = Shutdown(kill_all, out)
+    shutdown.install()
     interrupted = False
-
-    def on_term(_sig: int, _frame: object) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, on_term)
     try:
-        progress.step("database and MQTT broker")
-        services = demo_services.start(data, log=progress.note, mode=config.services)
-        progress.done(f"{services.database_note}; {services.broker_note}")
-
-        progress.step("database migrations")
-        from teleconsult.store.migrate import upgrade
-
-        applied = upgrade(services.dsn)
-        progress.done(f"{len(applied)} applied" if applied else "up to date")
-
-        progress.step(f"demo doctor and {config.patients} simulated patients")
-        secret_key, password = demo_seed.credentials(data)
-        cast = demo_seed.seed(services.dsn, demo_seed.plan(config.patients), password)
-        rows = demo_seed.backfill(services.dsn, cast.patients, config.history_hours)
-        progress.done(", ".join(f"{p.name} ({p.scenario})" for p in cast.patients))
-        if rows:
-            progress.note(f"{rows} readings of the last {config.history_hours:g} h backfilled from the simulator")
-
-        progress.step("server (API, dashboard, websockets)")
-        port = _port(config.host, config.port)
-        base_url = f"http://{config.host}:{port}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("TBIB_TEST_", "TBIB_GATEWAY_"))}
-        env.update({
-            "TBIB_DATABASE_URL": services.dsn, "TBIB_MQTT_URL": services.mqtt_url, "TBIB_SECRET_KEY": secret_key,
-            "TBIB_ENV": "development", "TBIB_COOKIE_SECURE": "false", "TBIB_HOST": config.host, "TBIB_PORT": str(port),
-            "TBIB_SERVER_URL": base_url,
-        })  # fmt: skip
-        server = sup.start("server", [PY, "-m", "teleconsult.cli.main", "server"], env)
-        _wait_healthy(base_url, server)
-        extensions = _extensions_present()
-        progress.done(f"{base_url} (extensions: {', '.join(sorted(extensions)) or 'none'})")
-
-        progress.step("ingest worker")
-        sup.start("ingest", [PY, "-m", "teleconsult.cli.main", "ingest", "--client-id", "tbib-demo-ingest"], env)
-        progress.done("MQTT shared subscription -> database")
-        if "alerts" not in extensions:
-            progress.note("note: this build has no alerts extension: vitals flow, but no alert will be raised")
-
-        progress.step(f"{len(cast.patients)} simulated gateways")
-        for p in cast.patients:
-            gw_dir = data / "gateways" / p.gateway_id
-            gw_dir.mkdir(parents=True, exist_ok=True)
-            argv = [PY, "-m", "teleconsult.demo.simgateway", "--gateway-id", p.gateway_id, "--scenario", p.scenario,
-                    "--seed", str(p.seed), "--onset", str(config.onset_s), "--full-effect-s", str(config.full_effect_s),
-                    "--broker", services.mqtt_url, "--outbox", str(gw_dir / "outbox.sqlite"),
-                    "--status-file", str(gw_dir / "status.json")]  # fmt: skip
-            sup.start(p.gateway_id, argv, env, critical=False)
-        progress.done(
-            f"deterioration starts {config.onset_s:.0f} s from now, full effect {config.full_effect_s:.0f} s later"
-        )
-
-        launcher = ConsultLauncher(services.dsn, base_url, secret_key, sup, env) if config.consult_agents else None
-        out("")
-        out(f"  tbib demo is running: open {base_url}/")
-        out(f"  login: {cast.doctor}   password: {cast.password}")
-        out(f"  data and logs: {data}   (Ctrl-C to stop; the data is kept)")
-        out("")
-        while True:
-            time.sleep(1.0)
-            for child in sup.dead():
-                out(f"  ! {child.name} exited with {child.proc.returncode} (log: {child.log})")
-                _check_critical(child, out)
-                sup.forget(child)
-            if launcher is not None:
-                for cid in launcher.poll():
-                    out(f"  consultation {cid[:8]}: the patient's gateway agent is joining the waiting room")
+        _start_and_watch(config, data, sup, services, out)
     except KeyboardInterrupt:
         interrupted = True
         return 0
@@ -300,11 +180,104 @@ def run(config: DemoConfig, out: Callable[[str], None] = print) -> int:
         out(f"tbib demo: error: {exc}")
         return 1
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        shutdown.begin()  # from here on, the stop is bounded (watchdog) and a second Ctrl-C ends it at once
         if interrupted:
             out("stopping …")
-        sup.stop_all()
-        if services is not None:
-            services.stop()
+        killed = sup.stop_all()
+        if killed:
+            out(f"  killed after {CHILD_STOP_S:.0f} s without exiting: {', '.join(killed)}")
+        services.stop()
+        shutdown.restore()
         if interrupted:
             out(f"stopped. Data kept in {data}")
+    return 0
+
+
+def _start_and_watch(
+    config: DemoConfig, data: Path, sup: Supervisor, services: demo_services.Services, out: Callable[[str], None]
+) -> None:
+    progress = Progress(6, out)
+    progress.step("database and MQTT broker")
+    demo_services.start(data, services, log=progress.note, mode=config.services)
+    progress.done(f"{services.database_note}; {services.broker_note}")
+
+    progress.step("database migrations")
+    from teleconsult.store.migrate import upgrade
+
+    applied = upgrade(services.dsn)
+    progress.done(f"{len(applied)} applied" if applied else "up to date")
+
+    progress.step(f"demo doctor, {config.patients} simulated patients and their gateways' broker identities")
+    secret_key, password = demo_seed.credentials(data)
+    cast = demo_seed.seed(services.dsn, demo_seed.plan(config.patients), password)
+    accounts = None
+    if services.broker_files is not None:
+        accounts = demo_gateways.enrol_all(services.dsn, cast.patients, services.broker_files)
+    rows = demo_seed.backfill(services.dsn, cast.patients, config.history_hours)
+    progress.done(", ".join(f"{p.name} ({p.scenario})" for p in cast.patients))
+    if rows:
+        progress.note(f"{rows} readings of the last {config.history_hours:g} h backfilled from the simulator")
+    if accounts is not None:
+        progress.note(f"broker: {len(accounts.gateways)} gateway identities and 2 service accounts, ACL on")
+
+    def broker_url(account: str, secret: str | None) -> str:
+        if secret is None:
+            return services.mqtt_url
+        return demo_gateways.with_credentials(services.mqtt_url, account, secret)
+
+    progress.step("server (API, dashboard, websockets)")
+    port = _port(config.host, config.port)
+    base_url = f"http://{config.host}:{port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TBIB_TEST_", "TBIB_GATEWAY_"))}
+    env.update({
+        "TBIB_DATABASE_URL": services.dsn, "TBIB_SECRET_KEY": secret_key,
+        "TBIB_MQTT_URL": broker_url(demo_gateways.SERVER_ACCOUNT, accounts.server_secret if accounts else None),
+        "TBIB_ENV": "development", "TBIB_COOKIE_SECURE": "false", "TBIB_HOST": config.host, "TBIB_PORT": str(port),
+        "TBIB_SERVER_URL": base_url,
+    })  # fmt: skip
+    server = sup.start("server", [PY, "-m", "teleconsult.cli.main", "server"], env)
+    _wait_healthy(base_url, server)
+    extensions = _extensions_present()
+    progress.done(f"{base_url} (extensions: {', '.join(sorted(extensions)) or 'none'})")
+
+    progress.step("ingest worker")
+    ingest_env = {
+        **env,
+        "TBIB_MQTT_URL": broker_url(demo_gateways.INGEST_ACCOUNT, accounts.ingest_secret if accounts else None),
+    }
+    sup.start("ingest", [PY, "-m", "teleconsult.cli.main", "ingest", "--client-id", "tbib-demo-ingest"], ingest_env)
+    progress.done("MQTT shared subscription -> database")
+    if "alerts" not in extensions:
+        progress.note("note: this build has no alerts extension: vitals flow, but no alert will be raised")
+
+    progress.step(f"{len(cast.patients)} home gateways (gateway_agent over simulated Bluetooth devices)")
+    gw_env = {k: v for k, v in env.items() if not k.startswith("TBIB_")}
+    for p in cast.patients:
+        secret = accounts.gateways[p.gateway_id] if accounts is not None else None
+        files = demo_gateways.write_gateway_config(
+            data / "gateways" / p.gateway_id,
+            p.gateway_id,
+            services.mqtt_url,
+            (p.gateway_id, secret) if secret is not None else None,
+        )
+        argv = demo_gateways.gateway_argv(files, p, onset_s=config.onset_s, full_effect_s=config.full_effect_s)
+        sup.start(p.gateway_id, argv, gw_env, critical=False)
+    progress.done(
+        f"deterioration starts {config.onset_s:.0f} s from now, full effect {config.full_effect_s:.0f} s later"
+    )
+
+    launcher = ConsultLauncher(services.dsn, base_url, secret_key, sup, env) if config.consult_agents else None
+    out("")
+    out(f"  tbib demo is running: open {base_url}/")
+    out(f"  login: {cast.doctor}   password: {cast.password}")
+    out(f"  data and logs: {data}   (Ctrl-C to stop; the data is kept)")
+    out("")
+    while True:
+        time.sleep(1.0)
+        for child in sup.dead():
+            out(f"  ! {child.name} exited with {child.proc.returncode} (log: {child.log})")
+            _check_critical(child, out)
+            sup.forget(child)
+        if launcher is not None:
+            for cid in launcher.poll():
+                out(f"  consultation {cid[:8]}: the patient's gateway agent is joining the waiting room")

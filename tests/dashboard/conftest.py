@@ -59,13 +59,12 @@ async def browser() -> AsyncIterator[Any]:
 @pytest.fixture(scope="module")
 def own_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A Mosquitto of this module (the shared one carries other tests' gateways and ingest workers)."""
-    from teleconsult.demo.services import DemoError, start_mosquitto
+    from teleconsult.demo.services import Services, mosquitto_binary, start_mosquitto
 
+    assert mosquitto_binary() is not None, "mosquitto is not installed: `make setup` installs it"
+    broker = Services()
     try:
-        url, stop = start_mosquitto(tmp_path_factory.mktemp("mosquitto"))
-    except DemoError as exc:
-        pytest.skip(str(exc))
-    try:
-        yield url
+        start_mosquitto(tmp_path_factory.mktemp("mosquitto"), broker, auth=False)
+        yield broker.mqtt_url
     finally:
-        stop()
+        broker.stop()

@@ -16,6 +16,7 @@ import httpx
 
 from teleconsult.api.app import create_app
 from teleconsult.demo import seed as demo_seed
+from teleconsult.demo.gateways import gateway_argv, write_gateway_config
 from tests.teleconsult.api.helpers import LiveServer, make_settings
 
 PASSWORD = "dashboard-test-password"
@@ -73,12 +74,8 @@ class Stack:
         for p in patients:
             d = self.workdir / p.gateway_id
             d.mkdir(exist_ok=True)
-            self._spawn(
-                p.gateway_id,
-                [*py, "teleconsult.demo.simgateway", "--gateway-id", p.gateway_id, "--scenario", p.scenario,
-                 "--seed", str(p.seed), "--onset", str(onset_s), "--full-effect-s", str(full_effect_s),
-                 "--broker", self.mqtt_url, "--outbox", str(d / "outbox.sqlite"), "--status-file", str(d / "s.json")],
-            )  # fmt: skip
+            files = write_gateway_config(d, p.gateway_id, self.mqtt_url)
+            self._spawn(p.gateway_id, gateway_argv(files, p, onset_s=onset_s, full_effect_s=full_effect_s))
         return self
 
     def _spawn(self, name: str, argv: list[str]) -> None:

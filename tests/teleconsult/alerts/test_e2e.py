@@ -14,6 +14,7 @@ from websockets.asyncio.client import connect
 from teleconsult.api.app import create_app
 from teleconsult.api.extensions.alerts import extension as alerts_extension
 from teleconsult.bench.ingest import Broker
+from teleconsult.demo.gateways import gateway_argv, write_gateway_config
 from teleconsult.demo.seed import DOCTOR, plan, seed
 from teleconsult.store.migrate import upgrade
 from tests.teleconsult.alerts.helpers import quiet, recv_alerts, recv_json
@@ -61,10 +62,9 @@ async def test_hypoxia_scenario_alerts_assigned_doctor_only(tsdb_dsn: str, broke
             ):
                 assert (await recv_json(ws))["patients"] == 1
                 assert (await recv_json(ws_other))["patients"] == 1  # p1 of the other cast
-                gateway = ["teleconsult.demo.simgateway", "--gateway-id", hypoxia.gateway_id, "--broker", broker.url]
-                gateway += ["--scenario", "hypoxia", "--seed", str(hypoxia.seed), "--onset", "2"]
-                gateway += ["--full-effect-s", "20", "--outbox", str(tmp_path / "outbox.db")]
-                procs.append(spawn([*gateway, "--status-file", str(tmp_path / "status.json")]))
+                files = write_gateway_config(tmp_path / "gw", hypoxia.gateway_id, broker.url)
+                argv = gateway_argv(files, hypoxia, onset_s=2, full_effect_s=20)
+                procs.append(spawn(argv[2:]))  # spawn() adds the interpreter and -m
                 frames = await recv_alerts(ws, 1, wait=90)
                 alert = frames[0]["alert"]
                 assert frames[0]["event"] == "raised"
