@@ -2,12 +2,19 @@
 
 One :class:`Hub` per API process LISTENs on PostgreSQL (``tbib_alert_events`` from the alert store, ``tbib_readings``
 from committed readings), so a subscriber on any node sees what the engine leader or any ingest worker committed.
-An alert notification carries the frame itself (or, for a large event, only its id: the hub then reads the rows of
-``alert_events`` with id > its cursor); each event is offered to the subscribers whose patients include its patient.
+The two channels have **separate connections**: an alert notification never waits in the socket behind a burst of
+reading notifications (10 000 readings/s of ingest make ~400 of them per second). An alert notification carries the
+frame itself (or, for a large event, only its id: the hub then reads the rows of ``alert_events`` with id > its
+cursor); each event is offered to the subscribers whose patients include its patient, encoded once for all of them.
 
-Each subscriber has a bounded queue. When it is full the subscriber is *overflowed*: its queue is emptied and replaced
-by one ``{"type": "resync"}`` marker, and nothing more is queued for it: one slow client never holds the others back.
-If the hub loses its database connection every subscriber is told to resync, and the hub reconnects.
+Each subscriber has its own bounded buffer, drained by its own writer task (one slow socket delays nobody else):
+- **alerts are never dropped**: frames are kept in order; when ``maxsize`` are pending the subscriber is *overflowed*:
+  its buffer is replaced by one ``{"type": "resync"}`` marker (the socket then closes, and the client reconnects with
+  its ``last_event_id``: the store replays every event it missed);
+- **vitals coalesce**: a pending reading is replaced by a newer one of the same (patient, metric), and when
+  ``maxsize`` distinct ones are pending the oldest is dropped (``dropped`` counts them): a slow client gets the newest
+  values, never a backlog and never a resync.
+If the hub loses its database connection every subscriber of that channel is told to resync, and the hub reconnects.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import contextlib
 import json
 import logging
 import uuid
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -35,34 +43,74 @@ TEXT: Final = "_text"
 
 @dataclass(eq=False)
 class Subscriber:
-    """One websocket: the patients it may see and its bounded queue of frames."""
+    """One websocket: the patients it may see and its bounded buffer (policy in the module docstring)."""
 
     patients: set[uuid.UUID]
     maxsize: int = 1000
-    queue: asyncio.Queue[dict[str, Any]] = field(init=False)
+    coalesce: bool = False
+    """Vitals: keep the newest frame per (patient, metric), drop the oldest when full. Alerts: keep all, or resync."""
     overflowed: bool = False
     reason: str = ""
+    dropped: int = 0
+    """Vitals frames dropped (replaced by a newer one of the same metric, or the oldest when full)."""
+    _frames: deque[dict[str, Any]] = field(init=False, default_factory=deque)
+    _latest: dict[tuple[str, str], dict[str, Any]] = field(init=False, default_factory=dict)
+    _ready: asyncio.Event = field(init=False, default_factory=asyncio.Event)
 
-    def __post_init__(self) -> None:
-        self.queue = asyncio.Queue(self.maxsize + 1)  # + 1: room for the resync marker
+    def __len__(self) -> int:
+        return len(self._frames) + len(self._latest)
 
     def offer(self, frame: dict[str, Any]) -> None:
-        """Queue ``frame`` unless the client is too slow (then it is told to resync)."""
+        """Queue ``frame`` under this subscriber's policy; never blocks, never waits for the client."""
         if self.overflowed:
             return
-        if self.queue.qsize() >= self.maxsize:
+        if self.coalesce and frame.get("type") == "reading":
+            key = (str(frame.get("patient_id")), str(frame.get("metric")))
+            held = self._latest.pop(key, None)
+            if held is not None:
+                self.dropped += 1
+                if str(held.get("measured_at")) > str(frame.get("measured_at")):
+                    frame = held  # a late, older reading does not replace a newer one
+            elif len(self._latest) >= self.maxsize:
+                del self._latest[next(iter(self._latest))]  # drop the oldest pending reading
+                self.dropped += 1
+            self._latest[key] = frame  # re-inserted: the order of the dict is the order of arrival
+        elif len(self._frames) >= self.maxsize:
             self.resync("client too slow")
             return
-        self.queue.put_nowait(frame)
+        else:
+            self._frames.append(frame)
+        self._ready.set()
 
     def resync(self, reason: str) -> None:
-        """Drop what is queued and leave a single resync marker."""
+        """Drop what is pending and leave a single resync marker (the client replays from the store)."""
         if self.overflowed:
             return
         self.overflowed, self.reason = True, reason
-        while not self.queue.empty():
-            self.queue.get_nowait()
-        self.queue.put_nowait({**RESYNC, "reason": reason})
+        self._frames.clear()
+        self._latest.clear()
+        self._frames.append({**RESYNC, "reason": reason})
+        self._ready.set()
+
+    def get_nowait(self) -> dict[str, Any] | None:
+        """The next pending frame (alerts and markers first, then coalesced readings), or None."""
+        if self._frames:
+            return self._frames.popleft()
+        if self._latest:
+            key = next(iter(self._latest))
+            return self._latest.pop(key)
+        self._ready.clear()
+        return None
+
+    async def get(self, wait_s: float | None = None) -> dict[str, Any] | None:
+        """The next frame, waiting at most ``wait_s`` seconds (None when none came)."""
+        frame = self.get_nowait()
+        if frame is not None:
+            return frame
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(wait_s):
+                await self._ready.wait()
+        return self.get_nowait()
 
 
 class Hub:
@@ -84,8 +132,8 @@ class Hub:
         return sub
 
     def subscribe_vitals(self, patient: uuid.UUID, maxsize: int = 1000) -> Subscriber:
-        """A new subscriber to one patient's live readings."""
-        sub = Subscriber({patient}, maxsize)
+        """A new subscriber to one patient's live readings (coalescing: see the module docstring)."""
+        sub = Subscriber({patient}, maxsize, coalesce=True)
         self._vitals.setdefault(str(patient), set()).add(sub)
         return sub
 
@@ -105,7 +153,21 @@ class Hub:
         return len(self._alerts) + sum(len(s) for s in self._vitals.values())
 
     async def run(self) -> None:
-        """Listen and dispatch forever; reconnect after a database failure (subscribers are told to resync)."""
+        """Listen and dispatch forever, one connection per channel; each reconnects after a database failure (its
+        subscribers are told to resync)."""
+        alerts_up, readings_up = asyncio.Event(), asyncio.Event()
+
+        async def both_up() -> None:
+            await alerts_up.wait()
+            await readings_up.wait()
+            self.ready.set()
+
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(both_up())
+            tasks.create_task(self._run_alerts(alerts_up))
+            tasks.create_task(self._run_readings(readings_up))
+
+    async def _run_alerts(self, up: asyncio.Event) -> None:
         while True:
             try:
                 async with (
@@ -113,21 +175,31 @@ class Hub:
                     await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True) as fetch,
                 ):
                     await listen.execute(f"listen {store.EVENTS_CHANNEL}")
-                    await listen.execute(f"listen {store.READINGS_CHANNEL}")
-                    if self.ready.is_set():
-                        self._resync_all("server reconnected to the database")
+                    if up.is_set():
+                        self._resync(self._alerts, "server reconnected to the database")
                     self.cursor = await store.last_event_id(fetch)
-                    self.ready.set()
+                    up.set()
                     async for n in listen.notifies():
-                        if n.channel == store.READINGS_CHANNEL:
-                            self._dispatch_readings(n.payload)
-                        elif n.payload.startswith("{"):
+                        if n.payload.startswith("{"):
                             self._dispatch_frame(json.loads(n.payload), n.payload)
                         elif n.payload.isdigit() and int(n.payload) > self.cursor:
                             await self._fetch(fetch)
             except psycopg.Error as exc:
                 log.warning("alert hub lost the database (%s); reconnecting", exc)
-                self._resync_all("server lost the database")
+                self._resync(self._alerts, "server lost the database")
+            await asyncio.sleep(self.retry_s)
+
+    async def _run_readings(self, up: asyncio.Event) -> None:
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True) as listen:
+                    await listen.execute(f"listen {store.READINGS_CHANNEL}")
+                    up.set()
+                    async for n in listen.notifies():
+                        self._dispatch_readings(n.payload)
+            except psycopg.Error as exc:
+                log.warning("vitals hub lost the database (%s); reconnecting", exc)
+                self._resync([s for subs in self._vitals.values() for s in subs], "server lost the database")
             await asyncio.sleep(self.retry_s)
 
     def _dispatch_frame(self, frame: dict[str, Any], text: str | None = None) -> None:
@@ -170,9 +242,7 @@ class Hub:
                         }
                     )
 
-    def _resync_all(self, reason: str) -> None:
-        for sub in list(self._alerts):
+    @staticmethod
+    def _resync(subs: Iterable[Subscriber], reason: str) -> None:
+        for sub in list(subs):
             sub.resync(reason)
-        for subs in self._vitals.values():
-            for sub in subs:
-                sub.resync(reason)

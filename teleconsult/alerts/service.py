@@ -12,7 +12,13 @@ Inputs
 - ``tbib/v1/gw/+/status`` (retained ``online``/``offline``) when a broker URL is given: gateway state for no-data.
 - The engine's timer.
 
-Output: engine events, stored with :func:`store.record_engine_events` (which notifies every node's hub).
+Output: engine events, stored with :func:`store.record_engine_events` (which notifies every node's hub). Events are
+stored as soon as the notification that caused them is processed, not after the rest of a burst of notifications.
+
+:class:`EngineThread` runs the service on its own thread and event loop inside an API process: the engine's work (rule
+evaluation for every committed reading, its store transactions) never runs between two websocket sends of the API's
+loop. A node with ``[ext.alerts] engine = false`` does not run it at all (a dedicated engine node is the split into
+processes).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import threading
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -177,8 +184,8 @@ class EngineService:
                 batch = [first]
                 while not self._inbox.empty():
                     batch.append(self._inbox.get_nowait())
-            now = self.clock()
             for channel, payload in batch:
+                now = self.clock()
                 if channel == store.READINGS_CHANNEL:
                     for reading in parse_readings(payload):
                         engine.receive(reading, now)
@@ -187,6 +194,7 @@ class EngineService:
                 elif channel == "gateway":
                     gateway_id, _, state = payload.partition(" ")
                     engine.gateway_status(gateway_id, state == "online", now)
+                await self._flush(engine, work)  # an alert is stored at once, not after the rest of the burst
             engine.handle_timer(self.clock())
             await self._flush(engine, work)
 
@@ -262,3 +270,37 @@ class EngineService:
         client.connect_async(url.hostname or "127.0.0.1", url.port or 1883)
         client.loop_start()
         return client
+
+
+class EngineThread:
+    """Runs an :class:`EngineService` on a dedicated thread with its own event loop (see the module docstring)."""
+
+    def __init__(self, service: EngineService) -> None:
+        self.service = service
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._started = threading.Event()
+        self._thread = threading.Thread(target=self._main, name="alert-engine", daemon=True)
+
+    def start(self) -> None:
+        """Start the thread (returns once its loop runs)."""
+        self._thread.start()
+        self._started.wait(10.0)
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        """Cancel the service and wait for the thread (blocking: call it through ``asyncio.to_thread``)."""
+        loop, task = self._loop, self._task
+        if loop is not None and task is not None:
+            with contextlib.suppress(RuntimeError):  # the loop already ended
+                loop.call_soon_threadsafe(task.cancel)
+        self._thread.join(timeout_s)
+
+    def _main(self) -> None:
+        asyncio.run(self._run())
+
+    async def _run(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._task = asyncio.current_task()
+        self._started.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.service.run()

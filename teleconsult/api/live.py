@@ -14,7 +14,14 @@ Protocol (JSON text frames, server to client; the client sends nothing but may s
 
 One :class:`LiveHub` per process LISTENs on PostgreSQL (``tbib_readings`` from committed readings, ``tbib_alert_events``
 from the alert store), so every API node sees every event whichever node or worker wrote it. Authorization: the
-care-team set is computed on connect and refreshed every minute; the subscription is audited once.
+care-team set is computed on connect and refreshed every minute (by a task of its own, never between two sends); the
+subscription is audited once.
+
+Fan-out (one process, many sockets): the two channels have separate connections (an alert never waits behind a burst
+of reading notifications); an alert notification carries its frame, which is encoded once for every socket (the store
+is read only for an event announced by id); subscribers are indexed by patient, so a reading costs the sockets that
+see its patient, not all of them. Each socket has its own sender task: alerts are queued in order (a client that falls
+``MAX_PENDING_ALERTS`` behind is told to resync and replays from the store: none is lost), vitals coalesce.
 """
 
 from __future__ import annotations
@@ -55,7 +62,8 @@ class Subscriber:
 
     patients: set[uuid.UUID]
     vitals: dict[tuple[str, str], list[Any]] = field(default_factory=dict)
-    alerts: list[dict[str, Any]] = field(default_factory=list)
+    alerts: list[tuple[int, str]] = field(default_factory=list)
+    """Pending alert frames: (event id, JSON text encoded once for every socket)."""
     resync: str | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     close: bool = False
@@ -69,6 +77,7 @@ class LiveHub:
         self.pool = pool
         self.interval_s = interval_s
         self.subscribers: set[Subscriber] = set()
+        self._by_patient: dict[uuid.UUID, set[Subscriber]] = {}
         self.last_event_id = 0
         self.listening = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -87,6 +96,28 @@ class LiveHub:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
+    def add(self, sub: Subscriber) -> None:
+        """Register a dashboard."""
+        self.subscribers.add(sub)
+        for p in sub.patients:
+            self._by_patient.setdefault(p, set()).add(sub)
+
+    def remove(self, sub: Subscriber) -> None:
+        """Forget a dashboard (idempotent)."""
+        self.subscribers.discard(sub)
+        for p in sub.patients:
+            subs = self._by_patient.get(p)
+            if subs is not None:
+                subs.discard(sub)
+                if not subs:
+                    del self._by_patient[p]
+
+    def set_patients(self, sub: Subscriber, patients: set[uuid.UUID]) -> None:
+        """The dashboard's care-team set changed."""
+        self.remove(sub)
+        sub.patients = patients
+        self.add(sub)
+
     def disconnect_all(self, reason: str = "closed by the server") -> None:
         """Close every dashboard socket (they reconnect and replay): shutdown, and network-cut tests."""
         for sub in list(self.subscribers):
@@ -100,11 +131,19 @@ class LiveHub:
             self._loop.call_soon_threadsafe(self.disconnect_all)
 
     async def _run(self) -> None:
+        readings = asyncio.create_task(self._run_readings(), name="live-hub-readings")
+        try:
+            await self._run_alerts()
+        finally:
+            readings.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await readings
+
+    async def _run_alerts(self) -> None:
         backoff = 0.5
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(self.dsn, autocommit=True) as conn:
-                    await conn.execute(f"listen {READINGS_CHANNEL}")
                     await conn.execute(f"listen {ALERTS_CHANNEL}")
                     cur = await conn.execute("select coalesce(max(id), 0) from alert_events")
                     row = await cur.fetchone()
@@ -115,21 +154,40 @@ class LiveHub:
                     self.listening.set()
                     backoff = 0.5
                     async for note in conn.notifies():
-                        if note.channel == READINGS_CHANNEL:
-                            self._on_readings(note.payload)
-                        elif not note.payload.startswith("profile:"):
-                            await self._fetch_alerts()
+                        if note.payload.startswith("{"):
+                            self._on_alert_frame(note.payload)
+                        elif note.payload.isdigit() and int(note.payload) > self.last_event_id:
+                            await self._fetch_alerts()  # a large event, announced by id only
             except asyncio.CancelledError:
                 raise
             except (psycopg.Error, OSError) as exc:
                 log.warning("live feed lost the database (%s); retrying in %.1f s", exc, backoff)
-                for sub in self.subscribers:
-                    sub.resync = "database connection lost"
-                    sub.wake.set()
+                self._resync_all("database connection lost")
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
 
+    async def _run_readings(self) -> None:
+        backoff = 0.5
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(self.dsn, autocommit=True) as conn:
+                    await conn.execute(f"listen {READINGS_CHANNEL}")
+                    backoff = 0.5
+                    async for note in conn.notifies():
+                        self._on_readings(note.payload)
+            except (psycopg.Error, OSError) as exc:
+                log.warning("live feed lost the database (%s); retrying in %.1f s", exc, backoff)
+                await asyncio.sleep(backoff)  # vitals coalesce: the next readings bring every value up to date
+                backoff = min(backoff * 2, 10.0)
+
+    def _resync_all(self, reason: str) -> None:
+        for sub in self.subscribers:
+            sub.resync = reason
+            sub.wake.set()
+
     def _on_readings(self, payload: str) -> None:
+        if not self._by_patient:
+            return
         try:
             rows = json.loads(payload)
         except ValueError:
@@ -139,11 +197,32 @@ class LiveHub:
                 pid = uuid.UUID(str(row[0]))
             except (ValueError, IndexError, TypeError):
                 continue
+            subs = self._by_patient.get(pid)
+            if not subs:
+                continue
             item = [str(pid), row[1], row[2], row[3], row[4]]
-            for sub in self.subscribers:
-                if pid in sub.patients:
-                    sub.vitals[(item[0], str(item[1]))] = item
-                    sub.wake.set()  # the sender waits until its next vitals slot (interval_s) anyway
+            for sub in subs:
+                sub.vitals[(item[0], str(item[1]))] = item
+                sub.wake.set()  # the sender waits until its next vitals slot (interval_s) anyway
+
+    def _on_alert_frame(self, payload: str) -> None:
+        try:
+            frame = json.loads(payload)
+            event_id, pid = int(frame["id"]), uuid.UUID(str(frame["alert"]["patient_id"]))
+        except (ValueError, KeyError, TypeError):
+            return
+        if event_id <= self.last_event_id:
+            return
+        self.last_event_id = event_id
+        self._offer(event_id, pid, payload)  # the store's compact JSON, sent as is
+
+    def _offer(self, event_id: int, pid: uuid.UUID, text: str) -> None:
+        for sub in self._by_patient.get(pid, ()):
+            if len(sub.alerts) >= MAX_PENDING_ALERTS:
+                sub.resync = "too many pending alert events"
+            else:
+                sub.alerts.append((event_id, text))
+            sub.wake.set()
 
     async def _fetch_alerts(self) -> None:
         try:
@@ -153,14 +232,8 @@ class LiveHub:
             return
         for ev in events:
             self.last_event_id = max(self.last_event_id, ev["id"])
-            pid = uuid.UUID(str(ev["alert"]["patient_id"]))
-            for sub in self.subscribers:
-                if pid in sub.patients:
-                    if len(sub.alerts) >= MAX_PENDING_ALERTS:
-                        sub.resync = "too many pending alert events"
-                    else:
-                        sub.alerts.append(ev)
-                    sub.wake.set()
+            text = json.dumps(ev, separators=(",", ":"), default=str)
+            self._offer(int(ev["id"]), uuid.UUID(str(ev["alert"]["patient_id"])), text)
 
 
 async def events_after(pool: DbPool, last_id: int, patients: set[uuid.UUID] | None, limit: int) -> list[dict[str, Any]]:
@@ -205,8 +278,9 @@ async def patients_feed(websocket: WebSocket) -> None:
                 client_addr=client_addr(websocket), detail={"patients": len(patients)})  # fmt: skip
     await accept_websocket(websocket)
     sub = Subscriber(patients=patients)
-    hub.subscribers.add(sub)
+    hub.add(sub)
     reader = asyncio.create_task(_drain(websocket, sub))
+    refresher = asyncio.create_task(_refresh(hub, sub, user.id))
     try:
         await _send(websocket, {"type": "hello", "patients": len(patients), "last_event_id": hub.last_event_id,
                                 "interval_s": hub.interval_s})  # fmt: skip
@@ -215,14 +289,15 @@ async def patients_feed(websocket: WebSocket) -> None:
             for frame in await events_after(pool, last_id, patients, REPLAY_LIMIT):
                 await _send(websocket, frame)
                 sent = frame["id"]
-        await _serve(websocket, hub, sub, user.id, sent)
+        await _serve(websocket, hub, sub, sent)
     except (WebSocketDisconnect, RuntimeError, OSError) as exc:
         log.debug("dashboard feed ended: %r", exc)
     finally:
-        hub.subscribers.discard(sub)
-        reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await reader
+        hub.remove(sub)
+        for task in (reader, refresher):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
         if websocket.client_state is WebSocketState.CONNECTED:
             with contextlib.suppress(RuntimeError, OSError, WebSocketDisconnect):
                 await websocket.close()
@@ -239,14 +314,25 @@ async def _drain(ws: WebSocket, sub: Subscriber) -> None:
     sub.wake.set()
 
 
-async def _serve(ws: WebSocket, hub: LiveHub, sub: Subscriber, user_id: uuid.UUID, sent: int) -> None:
+async def _refresh(hub: LiveHub, sub: Subscriber, user_id: uuid.UUID) -> None:
+    """Re-read the care-team set every ``REFRESH_ACCESS_S`` (its own task: the sender never waits for the query)."""
+    while True:
+        await asyncio.sleep(REFRESH_ACCESS_S)
+        try:
+            patients = await _accessible(hub.pool, user_id)
+        except psycopg.Error as exc:
+            log.warning("live feed could not refresh a care team: %s", exc)
+            continue
+        hub.set_patients(sub, patients)
+
+
+async def _serve(ws: WebSocket, hub: LiveHub, sub: Subscriber, sent: int) -> None:
     loop = asyncio.get_running_loop()
     next_ping = loop.time() + HEARTBEAT_S
-    next_refresh = loop.time() + REFRESH_ACCESS_S
     next_vitals = loop.time()
     while not sub.close:
         now = loop.time()
-        timeout = min(next_ping, next_refresh, next_vitals if sub.vitals else next_ping) - now
+        timeout = min(next_ping, next_vitals if sub.vitals else next_ping) - now
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(sub.wake.wait(), max(0.0, timeout))
         sub.wake.clear()
@@ -257,10 +343,10 @@ async def _serve(ws: WebSocket, hub: LiveHub, sub: Subscriber, user_id: uuid.UUI
                 return
             sub.resync = None
         alerts, sub.alerts = sub.alerts, []
-        for frame in alerts:
-            if frame["id"] > sent:
-                await _send(ws, frame)
-                sent = frame["id"]
+        for event_id, text in alerts:
+            if event_id > sent:
+                await ws.send_text(text)
+                sent = event_id
         now = loop.time()
         if sub.vitals and now >= next_vitals:
             items, sub.vitals = list(sub.vitals.values()), {}
@@ -269,9 +355,6 @@ async def _serve(ws: WebSocket, hub: LiveHub, sub: Subscriber, user_id: uuid.UUI
         if now >= next_ping:
             await _send(ws, {"type": "ping", "at": datetime.now(UTC).isoformat()})
             next_ping = now + HEARTBEAT_S
-        if now >= next_refresh:
-            sub.patients = await _accessible(hub.pool, user_id)
-            next_refresh = now + REFRESH_ACCESS_S
 
 
 @asynccontextmanager

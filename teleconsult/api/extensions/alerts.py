@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 import uuid
 from asyncio import FIRST_COMPLETED
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -39,7 +38,7 @@ from teleconsult.alerts import store
 from teleconsult.alerts.hub import TEXT, Hub, Subscriber
 from teleconsult.alerts.model import Severity
 from teleconsult.alerts.rules import EngineConfig
-from teleconsult.alerts.service import EngineService
+from teleconsult.alerts.service import EngineService, EngineThread
 from teleconsult.api.app import Extension
 from teleconsult.api.deps import (
     DbPool,
@@ -111,13 +110,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.alerts_ext = ext
     tasks = [asyncio.create_task(hub.run(), name="alert-hub")]
     service: EngineService | None = None
+    runner: EngineThread | None = None
     if ext.engine:
         service = EngineService(
             settings.database_url,
             engine_config(ext),
             mqtt_url=settings.mqtt_url if ext.gateway_status else None,
         )
-        tasks.append(asyncio.create_task(service.run(), name="alert-engine"))
+        runner = EngineThread(service)  # its own thread and loop: never between two sends of this loop
+        runner.start()
     app.state.alert_engine = service
     try:
         with contextlib.suppress(TimeoutError):
@@ -129,6 +130,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         for t in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
+        if runner is not None:
+            await asyncio.to_thread(runner.stop)
 
 
 async def _accessible(pool: DbPool, user: User) -> set[uuid.UUID]:
@@ -151,28 +154,28 @@ async def _pump(
             pass  # the client may send pings or anything else: ignored
 
     async def write() -> None:
-        next_refresh = time.monotonic() + ext.refresh_s
         while True:
-            try:
-                frame = sub.queue.get_nowait()
-            except asyncio.QueueEmpty:
-                try:
-                    async with asyncio.timeout(ext.heartbeat_s):  # no task per frame (cheap with many sockets)
-                        frame = await sub.queue.get()
-                except TimeoutError:
-                    await websocket.send_json({"type": "heartbeat", "at": datetime.now(UTC).isoformat(), **position()})
-                    if refresh is not None and time.monotonic() >= next_refresh:
-                        await refresh()
-                        next_refresh = time.monotonic() + ext.refresh_s
-                    continue
+            frame = await sub.get(ext.heartbeat_s)  # no task per frame (cheap with many sockets)
+            if frame is None:
+                await websocket.send_json({"type": "heartbeat", "at": datetime.now(UTC).isoformat(), **position()})
+                continue
             if frame.get("type") == "resync":
                 await websocket.send_json({**frame, **position()})
                 await websocket.close(code=status.WS_1013_TRY_AGAIN_LATER)
                 return
             await send(frame)
 
-    # One reader and one writer per socket; whichever ends first (client gone, resync, send failure) ends both.
+    async def refresher() -> None:  # the care-team query never holds up this socket's sends
+        assert refresh is not None
+        while True:
+            await asyncio.sleep(ext.refresh_s)
+            await refresh()
+
+    # One reader, one writer (and a refresher) per socket; whichever ends first (client gone, resync, send failure)
+    # ends all.
     tasks = [asyncio.create_task(read()), asyncio.create_task(write())]
+    if refresh is not None:
+        tasks.append(asyncio.create_task(refresher()))
     try:
         await asyncio.wait(tasks, return_when=FIRST_COMPLETED)
     finally:
