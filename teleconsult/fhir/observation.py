@@ -217,7 +217,7 @@ def _panel(anchor: ReadingRecord, companions: Sequence[ReadingRecord]) -> dict[s
         else:
             quantity, converted = _quantity(name, r.value, r.unit)
             comp["valueQuantity"] = quantity
-            comp["extension"] = [{"url": t.EXT_READING_ID, "valueUuid": f"urn:uuid:{r.reading_id}"}]
+            comp["extension"] = [{"url": t.EXT_READING_ID, "valueString": str(r.reading_id)}]
             reported = _reported(r.flags or {}, converted)
             if reported is not None:
                 comp["extension"].append(_reported_ext(reported))
@@ -225,7 +225,7 @@ def _panel(anchor: ReadingRecord, companions: Sequence[ReadingRecord]) -> dict[s
         components.append(comp)
     obs["component"] = components
     if anchor.group_id is not None:
-        exts.append({"url": t.EXT_GROUP, "valueUuid": f"urn:uuid:{anchor.group_id}"})
+        exts.append({"url": t.EXT_GROUP, "valueString": str(anchor.group_id)})
     obs["extension"] = exts
     _annotate(obs, flags, anchor.metric, notes)
     return obs
@@ -348,7 +348,7 @@ def _reported_of(resource: Mapping[str, Any]) -> dict[str, Any]:
 def _ext_uuid(resource: Mapping[str, Any], url: str) -> uuid.UUID | None:
     for ext in resource.get("extension") or ():
         if isinstance(ext, Mapping) and ext.get("url") == url:
-            value = str(ext.get("valueUuid", ""))
+            value = str(ext.get("valueString", ext.get("valueUuid", "")))
             try:
                 return uuid.UUID(value.removeprefix("urn:uuid:"))
             except ValueError:
