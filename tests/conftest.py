@@ -23,6 +23,8 @@ from urllib.parse import urlsplit
 import psycopg
 import pytest
 
+from tests.processes import Spawner, spawner
+
 REPO = Path(__file__).resolve().parents[1]
 SERVICES = REPO / "scripts" / "services.sh"
 
@@ -57,6 +59,13 @@ def _versions(dsn: str) -> tuple[str, str | None]:
     assert preload is not None
     tsdb = row[0] if row and "timescaledb" in str(preload[0]) else None
     return str(pg[0]), tsdb
+
+
+@pytest.fixture
+def spawn() -> Iterator[Spawner]:
+    """``spawn(argv, **kwargs)``: a Popen reaped (TERM, KILL, wait, pipes closed) after the test, pass or fail."""
+    with spawner() as s:
+        yield s
 
 
 @pytest.fixture(scope="session")

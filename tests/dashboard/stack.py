@@ -102,5 +102,6 @@ class Stack:
                 p.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 p.kill()
+                p.wait()  # reaped: no "still running" ResourceWarning in a later test
         if self.server is not None:
             self.server.__exit__(None, None, None)

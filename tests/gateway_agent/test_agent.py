@@ -23,6 +23,7 @@ from gateway_agent.config import load_config
 from gateway_agent.outbox import Outbox
 from gateway_agent.publisher import Backoff, LinkState
 from gateway_agent.simulate import simulate
+from tests.processes import Spawner
 
 from .conftest import OwnBroker
 
@@ -220,14 +221,16 @@ async def test_link_outage_gateway_keeps_capturing(tmp_path: Path, own_broker: O
 
 
 @pytest.mark.slow
-def test_kill_9_mid_stream_then_restart_replays(tmp_path: Path, mqtt_url: str, mqtt_host_port, subscribe) -> None:
+def test_kill_9_mid_stream_then_restart_replays(
+    tmp_path: Path, mqtt_url: str, mqtt_host_port, subscribe, spawn: Spawner
+) -> None:
     gw = f"gw-kill-{uuid.uuid4().hex[:8]}"
     sub = subscribe(*mqtt_host_port, f"tbib/v1/gw/{gw}/readings")
     outbox = tmp_path / "outbox.sqlite3"
     env = {**os.environ, "PYTHONPATH": str(REPO), "TBIB_GATEWAY_BATCHING__MAX_DELAY_MS": "700"}
     base = [sys.executable, "-m", "gateway_agent.cli", "gateway", "run", "--simulate", "3", "--sim-kinds", "heart_rate"]
     base += ["--broker", mqtt_url, "--gateway-id", gw, "--outbox", str(outbox), "--status-file", str(tmp_path / "s")]
-    first = subprocess.Popen(base, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = spawn(base, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and len(sub.readings()) < 20:
         time.sleep(0.05)

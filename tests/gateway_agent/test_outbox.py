@@ -14,6 +14,7 @@ import pytest
 
 from gateway_agent.errors import OutboxError
 from gateway_agent.outbox import Outbox, OutboxOverflow
+from tests.processes import Spawner
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -126,13 +127,13 @@ WRITER = textwrap.dedent(
 
 
 @pytest.mark.slow
-def test_sigkill_mid_stream_loses_nothing_returned(tmp_path: Path) -> None:
+def test_sigkill_mid_stream_loses_nothing_returned(tmp_path: Path, spawn: Spawner) -> None:
     path = tmp_path / "o.sqlite3"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     appended: list[str] = []
     maybe_acked: set[str] = set()
     for _round in range(3):
-        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True, env=env)
+        proc = spawn([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True, env=env)
         assert proc.stdout is not None
         with proc.stdout:
             lines = 0

@@ -79,3 +79,4 @@ async def test_hypoxia_scenario_alerts_assigned_doctor_only(tsdb_dsn: str, broke
                 p.wait(15)
             except subprocess.TimeoutExpired:
                 p.kill()
+                p.wait()

@@ -26,6 +26,7 @@ from websockets.sync.client import connect as ws_connect
 from teleconsult.api.app import Extension, create_app
 from teleconsult.api.deps import accept_websocket, authenticate_websocket, authorize_websocket_patient
 from teleconsult.cli.main import main as tbib
+from tests.processes import Spawner
 from tests.teleconsult.api.helpers import PASSWORD, LiveServer, Seeded, asgi_client, login, make_settings
 
 REPO = Path(__file__).resolve().parents[3]
@@ -144,7 +145,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_tbib_server_https_with_migrations(make_database: Any, tmp_path: Path) -> None:
+def test_tbib_server_https_with_migrations(make_database: Any, tmp_path: Path, spawn: Spawner) -> None:
     dsn = make_database("plain")
     pki = tmp_path / "pki"
     assert tbib(["pki", "init", "--dir", str(pki), "--host", "127.0.0.1"]) == 0
@@ -155,7 +156,7 @@ def test_tbib_server_https_with_migrations(make_database: Any, tmp_path: Path) -
            "--tls-cert", str(pki / "server.crt"), "--tls-key", str(pki / "server.key")]  # fmt: skip
     log = tmp_path / "server.log"
     with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+        proc = spawn(cmd, env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 30
         ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
@@ -170,8 +171,7 @@ def test_tbib_server_https_with_migrations(make_database: Any, tmp_path: Path) -
         assert r.headers["strict-transport-security"].startswith("max-age=")
         assert "server" not in r.headers
     finally:
-        proc.terminate()
-        proc.wait(15)
+        spawn.close()  # stop the server now (the port is reused below); the fixture would also do it on failure
     # refuses to start in production with the default secret
     bad = subprocess.run(
         [sys.executable, "-m", "teleconsult.cli.main", "server", "--port", str(port)],
