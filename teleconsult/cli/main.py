@@ -31,6 +31,7 @@ COMMANDS: Final[tuple[tuple[str, str], ...]] = (
     ("audit", "teleconsult.cli.audit"),
     ("pki", "teleconsult.cli.pki"),
     ("services", "teleconsult.cli.services"),
+    ("fhir", "teleconsult.cli.fhir"),
 )
 
 

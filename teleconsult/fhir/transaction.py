@@ -93,6 +93,10 @@ def _parse_entries(doc: Any, now: datetime) -> tuple[str, list[_Entry]]:
                 e.observation = parse_observation(resource, now=now, where=f"{where}.resource")
             elif e.kind == "Device":
                 e.device_ids = device_identifiers(resource, f"{where}.resource")
+                owner = resource.get("patient")
+                ref = owner.get("reference") if isinstance(owner, Mapping) else None
+                if isinstance(ref, str) and ref.startswith("Patient/"):
+                    e.patient_id = _uuid_or_none(ref.removeprefix("Patient/"))
             else:
                 raise UnsupportedError(f"{e.kind[:40]} entries are not accepted", expression=f"{where}.resource")
         except FhirError as exc:
@@ -121,6 +125,13 @@ async def _devices(
         (patients,),
     )
     return [tuple(r) for r in await cur.fetchall()]
+
+
+def _uuid_or_none(value: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return None
 
 
 def _patient_of(e: _Entry) -> uuid.UUID | None:
@@ -167,7 +178,9 @@ async def _resolve(conn: AsyncConnection[Any], entries: list[_Entry], authorize:
     for d in by_full_url.values():
         if d.error is not None:
             continue
+        # whose device: the Observations that reference it, else Device.patient, else any patient of the bundle
         pids = {o.patient_id for o in users.get(d.full_url, []) if o.patient_id in allowed}
+        pids = pids or ({d.patient_id} & allowed if d.patient_id else set()) or set(allowed)
         values = {v for _, v in d.device_ids}
         gateways = {gw for dev in enrolled if dev[1] in pids for gw in [dev[4]]}
         match = [dev for dev in enrolled if dev[1] in pids and (dev[2] in values or (dev[3] and dev[3] in values))]
