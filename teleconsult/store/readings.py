@@ -29,7 +29,7 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from teleconsult.store.lttb import FloatArray, lttb_indices
-from teleconsult.store.rollups import TIERS, Tier, floor_to
+from teleconsult.store.rollups import TIERS, Tier, fetch_extremes, floor_to, minmax_points
 
 Flavour = Literal["timescaledb", "plain"]
 Source = Literal["auto", "raw", "1m", "1h"]
@@ -139,12 +139,6 @@ _MINMAX_SQL: Final[dict[Flavour, str]] = {
     for f, e in _BUCKET_EXPR.items()
 }
 
-_TIER_MINMAX_SQL: Final[dict[Tier, str]] = {
-    tier: f"select extract(epoch from date_bin(%(width)s::interval, bucket, %(origin)s::timestamptz))::float8 as b,"  # noqa: S608
-    " min(array[min, extract(epoch from min_at)::float8]), max(array[max, extract(epoch from max_at)::float8])"
-    f" from {table} where patient_id = %(p)s and metric = %(m)s and bucket >= %(s)s and bucket < %(e)s group by b"
-    for tier, (table, _) in TIERS.items()
-}
 _TIER_BUCKETS_SQL: Final[dict[Tier, str]] = {
     tier: "select date_bin(%(width)s::interval, bucket, %(origin)s::timestamptz) as b, min(min),"  # noqa: S608
     f" sum(sum) / sum(count), max(max), sum(count) from {table}"
@@ -288,23 +282,10 @@ async def _tier_chart(
     tier_width = TIERS[tier][1]
     # pre-bucket: range / 4 max_points rounded up to whole tier buckets (every tier bucket falls in exactly one)
     width = max(-(-((end - start) / (4 * max_points)) // tier_width), 1) * tier_width
-    cur = await conn.execute(
-        _TIER_MINMAX_SQL[tier],
-        {"p": patient_id, "m": metric, "s": floor_to(start, tier_width), "e": end, "width": width, "origin": _ORIGIN},
-    )
-    rows = await cur.fetchall()
-    n = len(rows)
-    t = np.empty(2 * n, dtype=np.float64)
-    v = np.empty(2 * n, dtype=np.float64)
-    for i, (_, lo, hi) in enumerate(rows):
-        t[2 * i], v[2 * i], t[2 * i + 1], v[2 * i + 1] = lo[1], lo[0], hi[1], hi[0]
-    order = np.argsort(t, kind="stable")
-    t, v = t[order], v[order]
+    cols = await fetch_extremes(conn, tier, patient_id, metric, floor_to(start, tier_width), end)
+    t, v = minmax_points(cols, width.total_seconds())
     inside = (t >= start.timestamp()) & (t < end.timestamp())  # the first bucket may start before ``start``
     t, v = t[inside], v[inside]
-    if len(t):  # a bucket whose min and max are the same reading gives one point
-        keep = np.concatenate(([True], (np.diff(t) > 0) | (np.diff(v) != 0)))
-        t, v = t[keep], v[keep]
     t, v = downsample(t, v, max_points)
     return History(metric, start, end, [], _points(t, v), "minmax+lttb", tier, width.total_seconds())
 

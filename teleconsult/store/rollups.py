@@ -20,10 +20,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal
 
+import numpy as np
+import numpy.typing as npt
 import psycopg
 from psycopg import AsyncConnection
 
 Tier = Literal["1m", "1h"]
+FloatArray = npt.NDArray[np.float64]
 TIERS: Final[dict[Tier, tuple[str, timedelta]]] = {
     "1m": ("readings_1m", timedelta(minutes=1)),
     "1h": ("readings_1h", timedelta(hours=1)),
@@ -138,7 +141,8 @@ def _chunk_statements(patient_id: Any) -> list[str]:
         f"delete from readings_1m where bucket >= %(a)s and bucket < %(b)s{who}",  # noqa: S608 - constants
         f"delete from readings_1h where bucket >= %(a)s and bucket < %(b)s{who}",  # noqa: S608
         f"insert into readings_1m ({_COLS}) "
-        + minute_rows_sql("readings", f"where measured_at >= %(a)s and measured_at < %(b)s{who}"),
+        + minute_rows_sql("readings", f"where measured_at >= %(a)s and measured_at < %(b)s{who}")
+        + " order by 1, 2, 3",  # one patient's minutes together on disk
         f"insert into readings_1h ({_COLS}) "
         + hour_rows_sql("readings_1m", f"where bucket >= %(a)s and bucket < %(b)s{who}"),
     ]
@@ -198,3 +202,56 @@ async def rebuild(
         if progress is not None:
             progress(done, len(chunks))
     return RebuildReport(len(chunks), minute_rows, hour_rows, chunks[0][0], chunks[-1][1])
+
+
+# --- chart queries -------------------------------------------------------------------------------------------------
+
+_EXTREMES: Final = np.dtype([("b", ">i8"), ("lo", ">f8"), ("lo_t", ">i8"), ("hi", ">f8"), ("hi_t", ">i8")])
+# One bytea of packed binary rows: a COPY would send one protocol message per row (43 200 for 30 days of minutes), a
+# plain result one Python object per value; timestamptz travel as int64 microseconds since 2000-01-01 (extract(epoch)
+# would cost a numeric per value).
+_EXTREMES_SQL: Final = {
+    tier: "select string_agg(timestamptz_send(bucket) || float8send(min) || timestamptz_send(min_at)"  # noqa: S608
+    " || float8send(max) || timestamptz_send(max_at), ''::bytea) from (select bucket, min, min_at, max, max_at"
+    f" from {table} where patient_id = %s and metric = %s and bucket >= %s and bucket < %s order by bucket) x"
+    for tier, (table, _) in TIERS.items()
+}
+_PG_EPOCH_S: Final = 946_684_800.0
+
+
+async def fetch_extremes(
+    conn: AsyncConnection[Any], tier: Tier, patient_id: Any, metric: str, start: datetime, end: datetime
+) -> dict[str, FloatArray]:
+    """Columns ``b`` (bucket), ``lo``, ``lo_t``, ``hi``, ``hi_t`` (epoch seconds) of the rollup rows with ``start <=
+    bucket < end``, in bucket order (an index-only scan of the covering primary key)."""
+    async with conn.cursor(binary=True) as cur:
+        await cur.execute(_EXTREMES_SQL[tier], (patient_id, metric, start, end))
+        row = await cur.fetchone()
+    rows = np.frombuffer(row[0] if row and row[0] else b"", dtype=_EXTREMES)
+    out = {k: rows[k].astype(np.float64) for k in ("lo", "hi")}
+    for k in ("b", "lo_t", "hi_t"):
+        out[k] = rows[k] / 1e6 + _PG_EPOCH_S
+    return out
+
+
+def minmax_points(cols: dict[str, FloatArray], width_s: float) -> tuple[FloatArray, FloatArray]:
+    """Pure: the minimum and the maximum of each pre-bucket of ``width_s`` seconds (from :data:`ORIGIN`) at the times
+    they were measured (ties: earliest minimum, latest maximum), as one time-sorted series; a pre-bucket whose
+    extremes are one reading gives one point."""
+    b = cols["b"]
+    if len(b) == 0:
+        return np.empty(0), np.empty(0)
+    g = np.floor((b - ORIGIN.timestamp()) / width_s).astype(np.int64)  # non-decreasing: rows come in bucket order
+    starts = np.flatnonzero(np.concatenate(([True], g[1:] != g[:-1])))
+    counts = np.diff(np.append(starts, len(g)))
+    lo, hi = cols["lo"], cols["hi"]
+    lo_v = np.minimum.reduceat(lo, starts)
+    hi_v = np.maximum.reduceat(hi, starts)
+    lo_t = np.minimum.reduceat(np.where(lo == np.repeat(lo_v, counts), cols["lo_t"], np.inf), starts)
+    hi_t = np.maximum.reduceat(np.where(hi == np.repeat(hi_v, counts), cols["hi_t"], -np.inf), starts)
+    t = np.concatenate((lo_t, hi_t))
+    v = np.concatenate((lo_v, hi_v))
+    order = np.lexsort((v, t))
+    t, v = t[order], v[order]
+    keep = np.concatenate(([True], (t[1:] != t[:-1]) | (v[1:] != v[:-1])))
+    return t[keep], v[keep]

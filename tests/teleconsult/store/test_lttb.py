@@ -44,3 +44,20 @@ def test_indices_are_strictly_increasing_and_sized(n_out: int, n: int) -> None:
     idx = lttb_indices(x, y, n_out)
     assert len(idx) == min(n, n_out)
     assert np.all(np.diff(idx) > 0)
+
+
+@given(st.integers(3, 300), st.integers(0, 3000), st.integers(0, 2**32 - 1))
+def test_small_bucket_loop_picks_what_the_numpy_path_picks(n_out: int, n: int, seed: int) -> None:
+    import teleconsult.store.lttb as module
+
+    rng = np.random.default_rng(seed)
+    x = np.sort(rng.uniform(0, 1e6, n))
+    y = np.round(rng.normal(70, 10, n), 1)  # rounded: ties in area happen, and must break the same way
+    fast = lttb_indices(x, y, n_out)
+    saved = module._SMALL_BUCKETS
+    module._SMALL_BUCKETS = 0  # force the numpy path
+    try:
+        slow = lttb_indices(x, y, n_out)
+    finally:
+        module._SMALL_BUCKETS = saved
+    assert fast.tolist() == slow.tolist()
