@@ -123,13 +123,31 @@ class Hub:
         self.cursor = 0
         """Id of the newest alert event dispatched."""
         self._alerts: set[Subscriber] = set()
+        self._alerts_by_patient: dict[uuid.UUID, set[Subscriber]] = {}
         self._vitals: dict[str, set[Subscriber]] = {}
 
     def subscribe_alerts(self, patients: Iterable[uuid.UUID], maxsize: int = 1000) -> Subscriber:
         """A new alert subscriber (register *before* replaying from the store, then skip ids already sent)."""
         sub = Subscriber(set(patients), maxsize)
         self._alerts.add(sub)
+        for p in sub.patients:
+            self._alerts_by_patient.setdefault(p, set()).add(sub)
         return sub
+
+    def set_patients(self, sub: Subscriber, patients: Iterable[uuid.UUID]) -> None:
+        """An alert subscriber's care-team set changed."""
+        self._forget_alerts(sub)
+        sub.patients = set(patients)
+        for p in sub.patients:
+            self._alerts_by_patient.setdefault(p, set()).add(sub)
+
+    def _forget_alerts(self, sub: Subscriber) -> None:
+        for p in sub.patients:
+            subs = self._alerts_by_patient.get(p)
+            if subs is not None:
+                subs.discard(sub)
+                if not subs:
+                    del self._alerts_by_patient[p]
 
     def subscribe_vitals(self, patient: uuid.UUID, maxsize: int = 1000) -> Subscriber:
         """A new subscriber to one patient's live readings (coalescing: see the module docstring)."""
@@ -139,7 +157,10 @@ class Hub:
 
     def unsubscribe(self, sub: Subscriber) -> None:
         """Forget ``sub`` (idempotent)."""
-        self._alerts.discard(sub)
+        if sub in self._alerts:
+            self._alerts.discard(sub)
+            self._forget_alerts(sub)
+            return
         for p in sub.patients:
             subs = self._vitals.get(str(p))
             if subs is not None:
@@ -212,9 +233,8 @@ class Hub:
         self.cursor = int(frame["id"])
         patient = uuid.UUID(str(frame["alert"]["patient_id"]))
         item = {"id": frame["id"], TEXT: text if text is not None else json.dumps(frame, separators=(",", ":"))}
-        for sub in self._alerts:
-            if patient in sub.patients:
-                sub.offer(item)
+        for sub in self._alerts_by_patient.get(patient, ()):
+            sub.offer(item)
 
     async def _fetch(self, conn: psycopg.AsyncConnection[Any]) -> None:
         while True:

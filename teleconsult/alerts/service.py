@@ -13,7 +13,8 @@ Inputs
 - The engine's timer.
 
 Output: engine events, stored with :func:`store.record_engine_events` (which notifies every node's hub). Events are
-stored as soon as the notification that caused them is processed, not after the rest of a burst of notifications.
+stored at most :data:`FLUSH_AFTER_S` after the notification that caused them, not after the rest of a burst of
+notifications (an alert storm still batches its events into few transactions).
 
 :class:`EngineThread` runs the service on its own thread and event loop inside an API process: the engine's work (rule
 evaluation for every committed reading, its store transactions) never runs between two websocket sends of the API's
@@ -27,7 +28,9 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -38,14 +41,18 @@ import psycopg
 
 from teleconsult.alerts import store
 from teleconsult.alerts.engine import Engine
-from teleconsult.alerts.model import AlertKey, Reading
+from teleconsult.alerts.model import AlertEvent, AlertKey, Reading
 from teleconsult.alerts.rules import EngineConfig
 
 log = logging.getLogger(__name__)
 
 #: pg_advisory_lock key of the engine leader (ASCII "tbibalrt").
 LEADER_LOCK: Final = 0x7462_6962_616C_7274
+#: Longest time an engine event waits for the rest of a burst of notifications before it is stored.
+FLUSH_AFTER_S: Final = 0.005
 STATUS_TOPIC: Final = "tbib/v1/gw/+/status"
+#: Start of an alert frame as :func:`store.notify_payload` encodes it: id and event kind.
+_FRAME_HEAD: Final = re.compile(r'\{"type":"alert","id":(\d+),"event":"(\w+)"')
 
 
 def utcnow() -> datetime:
@@ -184,6 +191,8 @@ class EngineService:
                 batch = [first]
                 while not self._inbox.empty():
                     batch.append(self._inbox.get_nowait())
+            pending: list[AlertEvent] = []
+            first_at = 0.0
             for channel, payload in batch:
                 now = self.clock()
                 if channel == store.READINGS_CHANNEL:
@@ -194,9 +203,16 @@ class EngineService:
                 elif channel == "gateway":
                     gateway_id, _, state = payload.partition(" ")
                     engine.gateway_status(gateway_id, state == "online", now)
-                await self._flush(engine, work)  # an alert is stored at once, not after the rest of the burst
+                while (ev := engine.next_event()) is not None:
+                    if not pending:
+                        first_at = time.monotonic()
+                    pending.append(ev)
+                # an alert waits for the rest of a burst at most FLUSH_AFTER_S (an alert storm still batches)
+                if pending and time.monotonic() - first_at >= FLUSH_AFTER_S:
+                    await self._store(work, pending)
+                    pending = []
             engine.handle_timer(self.clock())
-            await self._flush(engine, work)
+            await self._flush(engine, work, pending)
 
     async def _clinician_actions(
         self, engine: Engine, work: psycopg.AsyncConnection[Any], payload: str, cursor: int, now: datetime
@@ -209,6 +225,9 @@ class EngineService:
             await work.commit()
             return cursor
         if payload.startswith("{"):  # the frame itself (notifications come in id order)
+            head = _FRAME_HEAD.match(payload)  # most are this engine's own events: no need to parse them
+            if head is not None and head[2] not in ("acknowledged", "resolved"):
+                return max(cursor, int(head[1]))
             frame = json.loads(payload)
             if int(frame["id"]) > cursor:
                 cursor = int(frame["id"])
@@ -232,10 +251,15 @@ class EngineService:
         elif kind == "resolved":
             engine.resolve(key, now)
 
-    async def _flush(self, engine: Engine, work: psycopg.AsyncConnection[Any]) -> None:
-        events = []
+    async def _flush(
+        self, engine: Engine, work: psycopg.AsyncConnection[Any], pending: list[AlertEvent] | None = None
+    ) -> None:
+        events = pending or []
         while (ev := engine.next_event()) is not None:
             events.append(ev)
+        await self._store(work, events)
+
+    async def _store(self, work: psycopg.AsyncConnection[Any], events: list[AlertEvent]) -> None:
         if events:
             stored = await store.record_engine_events(work, events)
             self.stored_events += len(stored)

@@ -120,8 +120,12 @@ def notify_payload(event: StoredEvent) -> str:
 
 
 async def _notify(conn: Conn, events: Sequence[StoredEvent]) -> None:
-    for ev in events:
-        await conn.execute("select pg_notify(%s, %s)", (EVENTS_CHANNEL, notify_payload(ev)))
+    """One statement for all the events (one round trip); notifications are queued in array order."""
+    if events:
+        await conn.execute(
+            "select pg_notify(%s, p) from unnest(%s::text[]) as p",
+            (EVENTS_CHANNEL, [notify_payload(ev) for ev in events]),
+        )
 
 
 async def record_engine_events(conn: Conn, events: Iterable[AlertEvent]) -> list[StoredEvent]:

@@ -25,6 +25,7 @@ import sys
 import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -126,6 +127,8 @@ class Dashboards:
         self.cleared: dict[str, int] = {}
         self.raised_at: dict[str, float] = {}
         """probe key -> when the engine raised it (server clock, same host)."""
+        self.stored_at: dict[str, float] = {}
+        """probe key -> ``created_at`` of its alert event (start of the store transaction)."""
         self.sockets: list[Any] = []
         self.tasks: list[asyncio.Task[None]] = []
         self.changed = asyncio.Event()
@@ -163,6 +166,7 @@ class Dashboards:
                 key = str(details.get("measured_at"))
                 self.arrivals.setdefault(key, []).append(now)
                 self.raised_at[key] = datetime.fromisoformat(frame["alert"]["raised_at"]).timestamp()
+                self.stored_at[key] = datetime.fromisoformat(frame["at"]).timestamp()
             elif frame["event"] == "cleared":
                 key = str(details.get("cleared", {}).get("measured_at"))
                 self.cleared[key] = self.cleared.get(key, 0) + 1
@@ -174,12 +178,21 @@ class Dashboards:
             await ws.close()
 
 
-async def run_probes(mqtt: Any, dash: Dashboards, n: int, gap_s: float) -> tuple[list[float], list[float], list[float]]:
-    """Publish ``n`` probes; returns, in ms, every (socket, probe) latency, each publish-to-engine latency, and every
-    engine-to-socket latency."""
-    latencies: list[float] = []
-    to_engine: list[float] = []
-    from_engine: list[float] = []
+@dataclass
+class Probes:
+    """Times of every probe of a phase (epoch seconds): publish, engine, store, and each socket's arrival."""
+
+    published: dict[str, float] = field(default_factory=dict)
+    raised: dict[str, float] = field(default_factory=dict)
+    stored: dict[str, float] = field(default_factory=dict)
+    arrivals: dict[str, list[float]] = field(default_factory=dict)
+    ingested: dict[str, float] = field(default_factory=dict)
+    """probe key -> ``readings.ingested_at`` (start of ingest's transaction), read after the phase."""
+
+
+async def run_probes(mqtt: Any, dash: Dashboards, n: int, gap_s: float) -> Probes:
+    """Publish ``n`` probes (each raised then cleared) and collect their times."""
+    out = Probes()
     expect = len(dash.sockets)
     for _ in range(n):
         now = datetime.now(UTC)
@@ -188,21 +201,66 @@ async def run_probes(mqtt: Any, dash: Dashboards, n: int, gap_s: float) -> tuple
         t0 = time.time()
         mqtt.publish(f"tbib/v1/gw/{PROBE_GW}/readings", probe_payload(230.0, at), qos=1)
         await dash.wait_until(lambda k=key: len(dash.arrivals.get(k, [])) >= expect, 10.0)
-        latencies += [(t - t0) * 1000 for t in dash.arrivals.get(key, [])]
+        out.published[key] = t0
+        out.arrivals[key] = list(dash.arrivals.get(key, []))
         if key in dash.raised_at:
-            to_engine.append((dash.raised_at[key] - t0) * 1000)
-            from_engine += [(t - dash.raised_at[key]) * 1000 for t in dash.arrivals.get(key, [])]
+            out.raised[key], out.stored[key] = dash.raised_at[key], dash.stored_at[key]
         clear_at = at + timedelta(milliseconds=1)
         mqtt.publish(f"tbib/v1/gw/{PROBE_GW}/readings", probe_payload(120.0, clear_at), qos=1)
         clear_key = clear_at.isoformat()
         await dash.wait_until(lambda k=clear_key: dash.cleared.get(k, 0) >= expect, 10.0)
         await asyncio.sleep(gap_s)
-    return latencies, to_engine, from_engine
+    return out
 
 
-def summary(measured: tuple[list[float], list[float], list[float]], probes: int, sockets: int) -> dict[str, Any]:
-    """p50/p99/max, the publish-to-engine and engine-to-socket parts, and delivery completeness."""
-    latencies, to_engine, from_engine = measured
+def read_ingested(dsn: str, probes: Probes) -> None:
+    """``ingested_at`` of each probe reading (the 230 mmHg ones) from the store."""
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(
+            "select r.measured_at, r.ingested_at from readings r join gateways g on g.patient_id = r.patient_id"
+            " where g.id = %s and r.metric = 'systolic_bp' and r.value = 230",
+            (PROBE_GW,),
+        ).fetchall()
+    for measured_at, ingested_at in rows:
+        key = measured_at.astimezone(UTC).isoformat()
+        if key in probes.published:
+            probes.ingested[key] = ingested_at.timestamp()
+
+
+def _pcts(values: list[float]) -> dict[str, float | None]:
+    return {
+        "p50_ms": None if not values else round(statistics.median(values), 1),
+        "p99_ms": None if (q := quantile(values, 0.99)) is None else round(q, 1),
+        "max_ms": None if not values else round(max(values), 1),
+    }
+
+
+def hops(probes: Probes) -> dict[str, dict[str, float | None]]:
+    """Per-hop percentiles (ms): publish -> ingest transaction -> engine -> store transaction -> each socket, and the
+    spread between the first and the last socket of each probe (the fan-out itself)."""
+    keys = list(probes.published)
+    ms = 1000.0
+
+    def part(a: dict[str, float], b: dict[str, float]) -> list[float]:
+        return [(b[k] - a[k]) * ms for k in keys if k in a and k in b]
+
+    to_socket = [(t - probes.stored[k]) * ms for k in keys if k in probes.stored for t in probes.arrivals[k]]
+    spread = [(max(v) - min(v)) * ms for k in keys if (v := probes.arrivals[k])]
+    return {
+        "publish_to_ingest_tx": _pcts(part(probes.published, probes.ingested)),
+        "ingest_tx_to_engine": _pcts(part(probes.ingested, probes.raised)),
+        "engine_to_store_tx": _pcts(part(probes.raised, probes.stored)),
+        "store_tx_to_socket": _pcts(to_socket),
+        "fanout_first_to_last_socket": _pcts(spread),
+    }
+
+
+def summary(probes: Probes, sockets: int) -> dict[str, Any]:
+    """p50/p99/max, the publish-to-engine and engine-to-socket parts, per-hop figures, and delivery completeness."""
+    keys = list(probes.published)
+    latencies = [(t - probes.published[k]) * 1000 for k in keys for t in probes.arrivals[k]]
+    to_engine = [(probes.raised[k] - probes.published[k]) * 1000 for k in keys if k in probes.raised]
+    from_engine = [(t - probes.raised[k]) * 1000 for k in keys if k in probes.raised for t in probes.arrivals[k]]
     return {
         "from_engine_p50_ms": None if not from_engine else round(statistics.median(from_engine), 1),
         "from_engine_p99_ms": None if (f := quantile(from_engine, 0.99)) is None else round(f, 1),
@@ -212,7 +270,8 @@ def summary(measured: tuple[list[float], list[float], list[float]], probes: int,
         "p99_ms": None if (q := quantile(latencies, 0.99)) is None else round(q, 1),
         "max_ms": None if not latencies else round(max(latencies), 1),
         "frames": len(latencies),
-        "expected_frames": probes * sockets,
+        "expected_frames": len(keys) * sockets,
+        "hops": hops(probes),
     }
 
 
@@ -234,6 +293,13 @@ def start_background(mqtt_url: str, gateways: list[tuple[int, str, str, uuid.UUI
     time.sleep(3.0)  # spawned children import and connect; keep ``go``/``results`` alive while they use them
     go.set()
     return [procs, results, go]
+
+
+def cpu_hog(seconds: float) -> None:
+    """Burn one core for ``seconds`` (``--cpu-hogs``: another tenant of the box)."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        pass
 
 
 def cpu_seconds(dsn: str, pids: dict[str, int]) -> dict[str, float]:
@@ -291,6 +357,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--ingest-batch", type=int, default=2000, help="ingest max readings per transaction (2000)")
     ap.add_argument("--dsn", help="server DSN to create the benchmark database in (default: project services)")
     ap.add_argument("--keep-db", action="store_true", help="do not drop the benchmark database")
+    ap.add_argument(
+        "--cpu-hogs",
+        type=int,
+        default=0,
+        help="busy-loop processes competing for the CPU during the loaded phase (a busy box; default 0)",
+    )
     ap.add_argument("--json", action="store_true", help="print only the JSON result on stdout")
     args = ap.parse_args(argv)
     server_dsn = args.dsn or project_dsn()
@@ -388,7 +460,9 @@ async def _measure(
         await base.open(ws_url, doctor_tokens[:1])
         await run_probes(client, base, 3, args.gap)  # warm-up
         base.arrivals.clear()
-        baseline = summary(await run_probes(client, base, args.probes, args.gap), args.probes, 1)
+        base_probes = await run_probes(client, base, args.probes, args.gap)
+        read_ingested(dsn, base_probes)
+        baseline = summary(base_probes, 1)
         await base.close()
         log(f"baseline: {baseline}")
 
@@ -398,18 +472,26 @@ async def _measure(
         before = count_readings(dsn)
         cpu0 = cpu_seconds(dsn, pids)
         procs, results, _go = start_background(mqtt_url, gateways, args.rate, duration, args.publishers)
+        hogs = [mp.get_context("spawn").Process(target=cpu_hog, args=(duration,), daemon=True)
+                for _ in range(args.cpu_hogs)]  # fmt: skip
+        for h in hogs:
+            h.start()
         began = time.time()
         await asyncio.sleep(4.0)  # steady state
-        loaded = summary(await run_probes(client, dash, args.probes, args.gap), args.probes, len(dash.sockets))
+        loaded_probes = await run_probes(client, dash, args.probes, args.gap)
         reports = [await asyncio.to_thread(results.get, True, duration + 60) for _ in procs]
         published = sum(sum(r["sent"].values()) for r in reports) * 10
         publish_s = max(r["last_publish"] for r in reports) - min(r["began"] for r in reports)
         for p in procs:
             p.join(10)
+        for h in hogs:
+            h.terminate()
         elapsed = time.time() - began
         cpu1 = cpu_seconds(dsn, pids)
         await asyncio.sleep(2.0)
         stored = count_readings(dsn) - before
+        read_ingested(dsn, loaded_probes)
+        loaded = summary(loaded_probes, len(dash.sockets))
         await dash.close()
         log(f"loaded: {loaded}; background stored {stored} readings in {elapsed:.1f} s")
     finally:
@@ -430,12 +512,14 @@ async def _measure(
         "to_engine_p99_ms": loaded["to_engine_p99_ms"],
         "from_engine_p50_ms": loaded["from_engine_p50_ms"],
         "from_engine_p99_ms": loaded["from_engine_p99_ms"],
+        "hops": loaded["hops"],
         "baseline": baseline,
         "p99_ratio_loaded_vs_baseline": (
             None if not (baseline["p99_ms"] and loaded["p99_ms"]) else round(loaded["p99_ms"] / baseline["p99_ms"], 2)
         ),
         "goal_p99_ms": 100,
         "split_engine_node": args.split,
+        "cpu_hogs": args.cpu_hogs,
         "cpus": os.cpu_count(),
         "cpu_cores_busy_loaded": {k: round((cpu1[k] - cpu0.get(k, 0.0)) / elapsed, 2) for k in cpu1},
         "loadavg_1m_at_end": round(os.getloadavg()[0], 2),

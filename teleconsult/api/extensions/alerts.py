@@ -234,7 +234,7 @@ async def alerts_socket(websocket: WebSocket) -> None:
             return True
 
         async def refresh() -> None:
-            sub.patients = await _accessible(pool, user)
+            hub.set_patients(sub, await _accessible(pool, user))
 
         await _pump(websocket, sub, ext, lambda: {"last_event_id": last}, send, refresh)
     except WebSocketDisconnect:

@@ -148,3 +148,17 @@ async def test_hub_over_postgres_alerts_and_vitals(alerts_dsn: str) -> None:
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+def test_alert_subscribers_follow_their_care_team() -> None:
+    p, q = uuid.uuid4(), uuid.uuid4()
+    hub = Hub("postgresql://unused")
+    sub = hub.subscribe_alerts([p])
+    hub._dispatch_frame({"type": "alert", "id": 1, "alert": {"patient_id": str(q)}})
+    assert sub.get_nowait() is None  # not this doctor's patient
+    hub.set_patients(sub, [q])  # the care team changed (refresh)
+    hub._dispatch_frame({"type": "alert", "id": 2, "alert": {"patient_id": str(p)}})
+    hub._dispatch_frame({"type": "alert", "id": 3, "alert": {"patient_id": str(q)}})
+    assert [json.loads(str(f["_text"]))["id"] for f in drain(sub)] == [3]
+    hub.unsubscribe(sub)
+    assert hub.subscribers == 0
