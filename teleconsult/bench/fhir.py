@@ -8,8 +8,8 @@ One run on this machine (server + client + database), against a `tbib server` su
    searchset page), repeated; also a code + date range search of 100 entries (``search_filtered_p95_ms``).
 3. ``$everything`` of the 7-day patient walked page by page (``_count=1000``): first page, p95 page, whole walk.
 4. ``import_obs_per_s``: transaction Bundles of 500 Observations (+ the Device entry), built here as a PHD gateway
-   would send them, POSTed one after the other; ``lost`` = readings sent - readings stored. Then the same bundles
-   again: ``replay_new_rows`` must be 0.
+   would send them, POSTed by ``--clients`` concurrent clients (default 2, one bundle in flight each);
+   ``lost`` = readings sent - readings stored. Then the same bundles again: ``replay_new_rows`` must be 0.
 5. ``invalid_resources``: every resource of the search pages, the first and last ``$everything`` pages, the import
    responses, ``metadata``, ``Patient``, ``Device`` and an error ``OperationOutcome`` parsed with ``fhir.resources``
    (R4B); ``validated_resources`` says how many.
@@ -28,6 +28,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -388,19 +389,31 @@ def run(dsn: str, args: argparse.Namespace) -> dict[str, Any]:
                 row = conn.execute("select count(*) from readings where patient_id = %s", (ids["import"],)).fetchone()
             return int(row[0]) if row else 0
 
+        headers = {"Content-Type": "application/fhir+json", "Authorization": f"Bearer {token}"}
+        responses: dict[int, dict[str, Any]] = {}
+
+        def send(worker: int, check: str) -> None:
+            with httpx.Client(timeout=120, headers=headers) as c:
+                for i in range(worker, len(bundles), args.clients):
+                    r = c.post(base, content=bundles[i])
+                    if r.status_code != 200:
+                        raise RuntimeError(f"bundle {i}: {r.status_code} {r.text[:300]}")
+                    doc = orjson.loads(r.content)
+                    statuses = {e["response"]["status"] for e in doc["entry"][1:]}
+                    if statuses != {check}:
+                        raise RuntimeError(f"bundle {i}: statuses {statuses}, expected {check}")
+                    if i in (0, len(bundles) - 1):
+                        responses[i] = doc
+
         def post_all(check: str) -> float:
             t0 = time.perf_counter()
-            for i, body in enumerate(bundles):
-                r = client.post(base, content=body, headers={"Content-Type": "application/fhir+json"})
-                if r.status_code != 200:
-                    raise RuntimeError(f"bundle {i}: {r.status_code} {r.text[:300]}")
-                doc = orjson.loads(r.content)
-                statuses = {e["response"]["status"] for e in doc["entry"][1:]}
-                if statuses != {check}:
-                    raise RuntimeError(f"bundle {i}: statuses {statuses}, expected {check}")
-                if i in (0, len(bundles) - 1):
-                    v(doc)
-            return time.perf_counter() - t0
+            with ThreadPoolExecutor(args.clients) as pool:
+                for f in [pool.submit(send, w, check) for w in range(args.clients)]:
+                    f.result()
+            elapsed = time.perf_counter() - t0
+            for doc in responses.values():
+                v(doc)
+            return elapsed
 
         elapsed = post_all("201 Created")
         after = stored()
@@ -432,6 +445,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--searches", type=int, default=100, help="repetitions of each search (default 100)")
     ap.add_argument("--everything-pages", type=int, default=0, help="stop $everything after N pages (0: all)")
     ap.add_argument("--import-obs", type=int, default=50_000, help="Observations imported (default 50 000)")
+    ap.add_argument("--clients", type=int, default=2, help="concurrent importing clients (default 2)")
     ap.add_argument("--dsn", help="server DSN to create the benchmark database in (default: project services)")
     ap.add_argument("--plain", action="store_true", help="plain PostgreSQL schema instead of TimescaleDB")
     ap.add_argument("--keep-db", action="store_true", help="do not drop the benchmark database")

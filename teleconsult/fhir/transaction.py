@@ -8,8 +8,9 @@ sends them.
 - ``device``: ``Device/<id>`` of one of the patient's enrolled devices, or the ``fullUrl`` of a Device entry of the
   bundle, matched to an enrolled device of the patient by Bluetooth address or serial number (devices are enrolled
   with their gateway, never created by an import).
-- Conditional create on ``Observation.identifier``: an Observation whose readings are all stored already answers
-  ``200 OK`` and writes nothing (a replayed bundle is a no-op); otherwise ``201 Created``.
+- Conditional create on ``Observation.identifier`` (with its effective time: the store's idempotency key is
+  ``(reading_id, measured_at)``): an Observation whose readings are all stored already answers ``200 OK`` and writes
+  nothing (a replayed bundle is a no-op); otherwise ``201 Created``.
 - The readings go through the ingest writer (:func:`teleconsult.ingest.writer.write_batch`): the same idempotent COPY,
   rollups and ``latest_readings`` upsert as MQTT readings, so the alert engine and the live dashboards see them
   through the same ``tbib_readings`` notification.
@@ -234,12 +235,18 @@ def _copy_line(e: _Entry, r: ParsedReading) -> str:
     )
 
 
-async def _existing(conn: AsyncConnection[Any], entries: list[_Entry]) -> set[uuid.UUID]:
-    ids = [r.reading_id for e in entries if e.observation for r in e.observation.readings]
-    if not ids:
+async def _existing(conn: AsyncConnection[Any], entries: list[_Entry]) -> set[tuple[uuid.UUID, datetime]]:
+    """``(reading_id, measured_at)`` of the entries' readings already stored (the store's idempotency key; the time
+    bounds let TimescaleDB/BRIN skip the chunks outside the bundle's measurement window)."""
+    readings = [r for e in entries if e.observation for r in e.observation.readings]
+    if not readings:
         return set()
-    cur = await conn.execute("select reading_id from readings where reading_id = any(%s)", (ids,))
-    return {row[0] for row in await cur.fetchall()}
+    times = [r.measured_at for r in readings]
+    cur = await conn.execute(
+        "select reading_id, measured_at from readings where reading_id = any(%s) and measured_at between %s and %s",
+        ([r.reading_id for r in readings], min(times), max(times)),
+    )
+    return {(row[0], row[1]) for row in await cur.fetchall()}
 
 
 async def _write(conn: AsyncConnection[Any], entries: list[_Entry]) -> int:
@@ -249,11 +256,11 @@ async def _write(conn: AsyncConnection[Any], entries: list[_Entry]) -> int:
     latest: dict[tuple[str, str], LatestRow] = {}
     for e in entries:
         assert e.observation is not None
-        fresh = [r for r in e.observation.readings if r.reading_id not in seen]
+        fresh = [r for r in e.observation.readings if (r.reading_id, r.measured_at) not in seen]
         e.existed = not fresh
         e.location = f"Observation/{e.observation.readings[0].reading_id}"
         for r in fresh:
-            seen.add(r.reading_id)
+            seen.add((r.reading_id, r.measured_at))
             lines.append(_copy_line(e, r))
             key = (str(e.patient_id), r.metric)
             cur = latest.get(key)
