@@ -4,13 +4,15 @@ One run, on the project's PostgreSQL/TimescaleDB (``scripts/services.sh up``, or
 1. Bulk load: ``--days`` of 1 Hz heart rate for one patient and a reading every ``--others-step`` seconds for the
    other ``--patients - 1`` over the same days, as one binary ``COPY`` built by numpy (indexes dropped during the load
    and rebuilt after, as a bulk import does); then the rollups by :func:`teleconsult.store.rollups.rebuild` (the
-   function behind ``tbib db rebuild-rollups``).
+   function behind ``tbib db rebuild-rollups``), then ``VACUUM ANALYZE`` of the rollups (what autovacuum does after
+   inserts: all-visible pages, so that charts read the covering keys with index-only scans).
 2. Chart queries through the API's own code (:func:`teleconsult.store.readings.history` with ``max_points``, tier
    chosen automatically) over the last 7, 30 and 90 days of the 1 Hz patient: p50/p95 over ``--queries`` queries each,
    end times spread over the last hour. Baseline in the same run: the same 30-day query forced on raw rows
    (``source="raw"``, the pre-rollup code path): ``raw_p95_ms_30d``; ``ratio_30d`` = raw / rollup p95.
-3. Ingest cost of the rollup: ``write_batch`` (the ingest worker's writer, direct COPY path) of 10 000-reading batches
-   for all patients, alternately with the rollup merge (``in_transaction``) and without (``none``); readings/s each.
+3. Ingest cost of the rollup (:func:`ingest_cost`): the worker's ``copy_rows`` and ``write_batch`` (direct COPY path)
+   on 10 000-reading batches of payload v1 messages for all patients, in rotation without rollup, with the rollup
+   aggregated by PostgreSQL, and with the worker's own per-minute aggregate (what ``tbib ingest`` does).
 The last stdout line is one JSON object; progress goes to stderr.
 """
 
@@ -18,11 +20,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import sys
 import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -70,11 +74,12 @@ def copy_stream(pid: uuid.UUID, start: datetime, step_s: float, values: np.ndarr
 
 
 def series(n: int, step_s: float, seed: int) -> np.ndarray:
-    """Heart rate with a circadian swing and noise (one decimal), and one spike."""
+    """Heart rate with a circadian swing and noise (one decimal), and one spike 2.5 days before the end (inside every
+    charted range) that each chart must show."""
     t = np.arange(n, dtype=np.float64) * step_s
     rng = np.random.default_rng(seed)
     hr = 68 + 8 * np.sin(2 * np.pi * t / 86_400) + rng.normal(0, 2, n)
-    hr[n // 3] = 185.0
+    hr[max(n - int(2.5 * 86_400 / step_s), n // 2)] = 185.0
     return np.round(hr, 1)
 
 
@@ -158,41 +163,79 @@ async def chart_queries(
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class _Binding:
+    device_id: uuid.UUID
+    patient_id: uuid.UUID
+    monitoring_consent: bool = True
+
+
+def _messages(patients: list[uuid.UUID], start: datetime, batch: int, per_patient: int) -> list[tuple[str, bytes]]:
+    """One batch as payload v1 messages of 10 readings (a gateway's second), one gateway per patient."""
+    out = []
+    for i in range(len(patients)):
+        for m in range(per_patient // 10):
+            readings = []
+            for k in range(10):
+                t = start + timedelta(seconds=batch * per_patient + m * 10 + k)
+                readings.append(
+                    {"id": str(uuid.uuid4()), "device": {"address": "AA:00"}, "metric": "heart_rate",
+                     "value": 60.0 + (i + k) % 40, "unit": "/min", "measured_at": t.isoformat(),
+                     "received_at": t.isoformat(), "group": None, "flags": None}
+                )  # fmt: skip
+            doc = {"v": 1, "gateway_id": f"gw-{i}", "sent_at": start.isoformat(), "readings": readings}
+            out.append((f"tbib/v1/gw/gw-{i}/readings", json.dumps(doc).encode()))
+    return out
+
+
 async def ingest_cost(dsn: str, patients: list[uuid.UUID], start: datetime, batches: int) -> dict[str, Any]:
-    """readings/s of the ingest writer with and without the rollup merge (alternating batches, same table)."""
-    from teleconsult.ingest.payload import LatestRow
+    """The ingest path's cost of the rollup, same table, batches of 10 000 readings in rotation: ``none`` (no rollup),
+    ``sql`` (PostgreSQL aggregates a second, temp-table COPY of the batch) and ``worker`` (the worker's Python
+    per-minute aggregate sent as arrays: what ``tbib ingest`` does). Database time per batch (``write_batch``) and the
+    worker's ``copy_rows`` time per reading with and without the aggregate."""
+    from teleconsult.ingest.payload import Decoded, copy_rows, decode_batch, default_vocabulary
     from teleconsult.ingest.writer import prepare_connection, write_batch
 
-    per_patient = 10_000 // len(patients)
-    seconds: dict[str, float] = {"none": 0.0, "in_transaction": 0.0}
-    rows: dict[str, int] = {"none": 0, "in_transaction": 0}
+    per_patient = 10_000 // len(patients) // 10 * 10
+    bindings = {(f"gw-{i}", "AA:00"): _Binding(uuid.uuid4(), pid) for i, pid in enumerate(patients)}
+    vocab = default_vocabulary()
+    modes = ("none", "sql", "worker")
+    db_s = dict.fromkeys(modes, 0.0)
+    py_s = dict.fromkeys(modes, 0.0)
+    rows = dict.fromkeys(modes, 0)
+    now = datetime.now(UTC) + timedelta(days=1)
     async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
         await prepare_connection(conn)
-        for b in range(2 * batches + 2):
-            mode = "in_transaction" if b % 2 else "none"
-            lines: list[str] = []
-            latest: list[LatestRow] = []
-            for i, pid in enumerate(patients):
-                for k in range(per_patient):
-                    t = start + timedelta(seconds=b * per_patient + k)
-                    rid = uuid.uuid4()
-                    v = 60.0 + (i + k) % 40
-                    lines.append(f"{pid}\t\\N\theart_rate\t{v}\t/min\t{t.isoformat()}\t\\N\t{rid}\t\\N\t\\N\n")
-                latest.append(LatestRow(pid, "heart_rate", v, "/min", t, None, str(rid)))
+        for b in range(len(modes) * (batches + 1)):
+            mode = modes[b % len(modes)]
+            decoded = [
+                decode_batch(topic, body, vocab=vocab, now=now)
+                for topic, body in _messages(patients, start, b, per_patient)
+            ]
             t0 = time.perf_counter()
-            await write_batch(conn, lines, [], latest, rollups=mode == "in_transaction")
-            if b >= 2:  # the first two are warm-up
-                seconds[mode] += time.perf_counter() - t0
+            lines: list[str] = []
+            latest: dict[Any, Any] = {}
+            minutes: dict[Any, list[float]] | None = {} if mode == "worker" else None
+            for d in decoded:
+                assert isinstance(d, Decoded)
+                ls, _ = copy_rows(d, bindings, latest, minutes)
+                lines += ls
+            t1 = time.perf_counter()
+            await write_batch(conn, lines, [], list(latest.values()), minutes=minutes, rollups=mode != "none")
+            t2 = time.perf_counter()
+            if b >= len(modes):  # the first round is warm-up
+                py_s[mode] += t1 - t0
+                db_s[mode] += t2 - t1
                 rows[mode] += len(lines)
-    rates = {m: round(rows[m] / seconds[m]) for m in seconds}
-    return {
-        "batch_readings": per_patient * len(patients),
-        "batches_each": batches,
-        "none_readings_per_s": rates["none"],
-        "in_transaction_readings_per_s": rates["in_transaction"],
-        "in_transaction_ratio": round(rates["in_transaction"] / rates["none"], 3),
-        "rollup_ms_per_batch": round((seconds["in_transaction"] - seconds["none"]) / batches * 1000, 2),
-    }
+    out: dict[str, Any] = {"batch_readings": per_patient * len(patients), "batches_each": batches}
+    for m in modes:
+        out[f"{m}_db_readings_per_s"] = round(rows[m] / db_s[m])
+        out[f"{m}_db_ms_per_batch"] = round(db_s[m] / batches * 1000, 2)
+        out[f"{m}_copy_rows_us_per_reading"] = round(py_s[m] / rows[m] * 1e6, 3)
+    for m in ("sql", "worker"):
+        out[f"{m}_db_ratio"] = round(db_s["none"] / db_s[m], 3)
+    out["worker_aggregate_us_per_reading"] = round((py_s["worker"] - py_s["none"]) / rows["worker"] * 1e6, 3)
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -245,13 +288,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         report = asyncio.run(build())
         rebuild_s = time.perf_counter() - t0
         log(f"rollups rebuilt in {rebuild_s:.1f} s: {report.minute_rows} minute, {report.hour_rows} hour rows")
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute("analyze readings_1m")
-            conn.execute("analyze readings_1h")
+        t0 = time.perf_counter()
+        with psycopg.connect(dsn, autocommit=True) as conn:  # what autovacuum does after the inserts: all-visible
+            conn.execute("vacuum analyze readings_1m")  # pages, so that charts use index-only scans
+            conn.execute("vacuum analyze readings_1h")
+        vacuum_s = time.perf_counter() - t0
         q = asyncio.run(chart_queries(dsn, patients[0], end, args.queries, args.raw_queries, args.max_points))
         log("ingest writer cost ...")
         cost = asyncio.run(ingest_cost(dsn, patients, end + timedelta(hours=1), args.writer_batches))
-        log(f"writer: {cost['none_readings_per_s']} readings/s without, {cost['in_transaction_readings_per_s']} with")
+        log(
+            f"writer: {cost['none_db_ms_per_batch']} ms per batch without rollup, {cost['sql_db_ms_per_batch']} with"
+            f" (SQL aggregate), {cost['worker_db_ms_per_batch']} with the worker's aggregate"
+            f" (+{cost['worker_aggregate_us_per_reading']} us Python per reading)"
+        )
         result: dict[str, Any] = {
             "benchmark": "history",
             "flavour": flavour,
@@ -263,6 +312,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "load_s": round(load_s, 2),
             "rebuild_s": round(rebuild_s, 2),
             "rebuild_rows_per_s": round(rows / rebuild_s),
+            "vacuum_s": round(vacuum_s, 2),
             "minute_rows": report.minute_rows,
             "hour_rows": report.hour_rows,
             "p95_ms_7d": q["7d"]["p95_ms"],

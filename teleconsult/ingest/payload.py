@@ -274,19 +274,28 @@ class LatestRow(NamedTuple):
 CONSENT_WITHDRAWN: Final = "patient withdrew remote_monitoring consent: reading not stored"
 
 
+#: Per-minute aggregate of a batch: (patient id, metric, minute since the epoch) -> [min, min_t, max, max_t, sum,
+#: count, first_t, last_t] (epoch seconds). Ties: the earliest minimum, the latest maximum (as ``readings_1m``).
+MinuteDelta = dict[tuple[Any, str, int], list[float]]
+
+
 def copy_rows(
     decoded: Decoded,
     bindings: Mapping[tuple[str, str], Binding],
     latest: dict[tuple[str, str], LatestRow] | None = None,
+    minutes: MinuteDelta | None = None,
 ) -> tuple[list[str], list[str]]:
     """COPY text lines (see ``STAGING_COLUMNS``) and the readings refused (device not enrolled, consent withdrawn).
 
-    With ``latest``, also keeps there the newest row per (patient id, metric) seen so far (merged across messages).
+    With ``latest``, also keeps there the newest row per (patient id, metric) seen so far (merged across messages);
+    with ``minutes``, the per-minute rollup of the accepted readings (merged across messages; the writer sends it
+    with the batch instead of having PostgreSQL aggregate the rows a second time).
     """
     lines: list[str] = []
     rejects: list[str] = []
     gw = decoded.gateway_id
     cache: dict[str, str | None] = {}
+    pids: dict[str, Any] = {}
     for r in decoded.readings:
         prefix = cache.get(r.address, "")
         if prefix == "":
@@ -297,6 +306,7 @@ def copy_rows(
                 prefix = CONSENT_WITHDRAWN
             else:
                 prefix = f"{b.patient_id}\t{b.device_id}\t"
+                pids[r.address] = b.patient_id
             cache[r.address] = prefix
         if prefix is None:
             rejects.append(f"reading {r.reading_id}: device {r.address!r} is not enrolled to gateway {gw!r}")
@@ -305,6 +315,24 @@ def copy_rows(
             rejects.append(f"reading {r.reading_id}: {CONSENT_WITHDRAWN}")
             continue
         lines.append(prefix + r.row)
+        if minutes is not None:
+            t = r.measured.timestamp()
+            v = r.value
+            minute = (pids[r.address], r.metric, int(t // 60))
+            a = minutes.get(minute)
+            if a is None:
+                minutes[minute] = [v, t, v, t, v, 1, t, t]
+                continue
+            if v < a[0] or (v == a[0] and t < a[1]):
+                a[0], a[1] = v, t
+            if v > a[2] or (v == a[2] and t > a[3]):
+                a[2], a[3] = v, t
+            a[4] += v
+            a[5] += 1
+            if t < a[6]:
+                a[6] = t
+            elif t > a[7]:
+                a[7] = t
     if latest is not None:
         for (address, metric), r in decoded.newest.items():
             b = bindings.get((gw, address))

@@ -41,6 +41,7 @@ from teleconsult.ingest.payload import (
     CONSENT_WITHDRAWN,
     Decoded,
     LatestRow,
+    MinuteDelta,
     Rejected,
     Vocabulary,
     copy_rows,
@@ -108,6 +109,7 @@ class _Work:
     dead: list[DeadLetter | None]
     sent_at: list[float | None]
     latest: dict[tuple[str, str], LatestRow] = field(default_factory=dict)
+    minutes: MinuteDelta = field(default_factory=dict)
 
 
 class IngestWorker:
@@ -322,7 +324,7 @@ class IngestWorker:
                 work.sent_at.append(None)
                 self.metrics.rejected += 1
                 continue
-            lines, not_enrolled = copy_rows(d, self._bindings, work.latest)
+            lines, not_enrolled = copy_rows(d, self._bindings, work.latest, work.minutes)
             reasons = d.rejects + not_enrolled
             work.lines.append(lines)
             work.sent_at.append(d.sent_at)
@@ -423,7 +425,7 @@ class IngestWorker:
         lines = [line for ls in work.lines for line in ls]
         dead = [d for d in work.dead if d is not None]
         t0 = time.perf_counter()
-        result = await write_batch(conn, lines, dead, list(work.latest.values()))
+        result = await write_batch(conn, lines, dead, list(work.latest.values()), minutes=work.minutes)
         self._account(work, result.inserted, result.duplicate, len(dead), time.perf_counter() - t0)
         await self._touch_gateways(conn, work)
 

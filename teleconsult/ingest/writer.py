@@ -25,8 +25,8 @@ from typing import Any, Final
 from psycopg import AsyncConnection
 from psycopg.errors import UniqueViolation
 
-from teleconsult.ingest.payload import STAGING_COLUMNS, LatestRow
-from teleconsult.store.rollups import delta_sql
+from teleconsult.ingest.payload import STAGING_COLUMNS, LatestRow, MinuteDelta
+from teleconsult.store.rollups import PARAM_MINUTES, delta_sql, merge_sql
 
 STAGING_DDL: Final = (
     "create temp table if not exists ingest_staging (patient_id uuid, device_id uuid, metric text,"
@@ -46,6 +46,8 @@ INSERT_ROLLUP_SQL: Final = (
 )
 #: Rollup merge of the staging rows (fast path: every staged row was inserted).
 STAGING_ROLLUP_SQL: Final = f"with {delta_sql('ingest_staging')} select 1"
+#: Rollup merge of the caller's per-minute delta (fast path with the worker's aggregate: no second COPY).
+MINUTES_ROLLUP_SQL: Final = f"with {merge_sql(PARAM_MINUTES)} select 1"
 # distinct on + order by: one row per key (ON CONFLICT DO UPDATE cannot touch a row twice) and a stable lock order
 # across concurrent workers (no deadlock).
 DIRECT_COPY_SQL: Final = f"copy readings ({_COLS}) from stdin"
@@ -109,12 +111,15 @@ async def write_batch(
     dead: list[DeadLetter],
     latest: Sequence[LatestRow] | None = None,
     *,
+    minutes: MinuteDelta | None = None,
     rollups: bool = True,
 ) -> WriteResult:
     """Store ``lines`` (COPY text rows) and ``dead`` letters in one transaction; idempotent.
 
     ``latest``: the newest row per (patient, metric) of the batch; ``None`` derives it in SQL from the staging table
-    (always the idempotent path then). ``rollups=False`` skips the rollup merge (benchmarks measure its cost; the
+    (always the idempotent path then). ``minutes``: the batch's per-minute rollup computed by the caller
+    (:func:`teleconsult.ingest.payload.copy_rows`), merged as such when the fast path stores every row; otherwise the
+    rows are aggregated in SQL. ``rollups=False`` skips the rollup merge (benchmarks measure its cost; the
     rollups are then stale until ``tbib db rebuild-rollups``).
     """
     inserted = 0
@@ -130,11 +135,13 @@ async def write_batch(
                         inserted = len(lines)
                     except UniqueViolation:
                         direct = False
-                if not direct or rollups:
+                if not direct or (rollups and minutes is None):
                     async with cur.copy(COPY_SQL) as copy:
                         await copy.write(data)
                 if direct:
-                    if rollups:
+                    if rollups and minutes is not None:
+                        await cur.execute(MINUTES_ROLLUP_SQL, _minute_params(minutes))
+                    elif rollups:
                         await cur.execute(STAGING_ROLLUP_SQL)
                 elif rollups:
                     await cur.execute(INSERT_ROLLUP_SQL)
@@ -154,3 +161,13 @@ async def write_batch(
                     DEAD_LETTER_SQL, [(d.topic, d.gateway_id, d.reason, d.payload, d.size) for d in dead]
                 )
     return WriteResult(len(lines), inserted)
+
+
+def _minute_params(minutes: MinuteDelta) -> list[list[Any]]:
+    """:data:`MINUTES_ROLLUP_SQL` parameters: one array per column."""
+    cols: list[list[Any]] = [[] for _ in range(11)]
+    for (pid, metric, minute), a in minutes.items():
+        for col, x in zip(cols, (pid, metric, minute * 60.0, *a), strict=True):
+            col.append(x)
+    cols[8] = [int(n) for n in cols[8]]
+    return cols

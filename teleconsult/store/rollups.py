@@ -77,19 +77,35 @@ def hour_rows_sql(source: str, where: str = "") -> str:
     )
 
 
-def delta_sql(raw: str) -> str:
-    """CTEs ``m1``, ``u1m``, ``u1h`` (append a final statement) merging the raw rows of CTE or relation ``raw``.
+def merge_sql(minutes: str) -> str:
+    """CTEs ``m1``, ``u1m``, ``u1h`` (append a final statement) merging the per-minute rows of query ``minutes``
+    (columns as the tables, one row per key) into ``readings_1m`` and, grouped by hour, into ``readings_1h``.
 
-    ``raw`` must expose ``patient_id, metric, value, measured_at``. Rows are merged in key order, so that concurrent
-    writers lock rollup rows in the same order (no deadlock).
+    Rows are merged in key order, so that concurrent writers lock rollup rows in the same order (no deadlock).
     """
     return (
-        f"m1 as ({minute_rows_sql(raw)}),"  # noqa: S608 - constants
+        f"m1 as ({minutes}),"  # noqa: S608 - constants
         f" u1m as (insert into readings_1m as t ({_COLS}) select {_COLS} from m1"
         f" order by patient_id, metric, bucket{_MERGE}),"
         f" u1h as (insert into readings_1h as t ({_COLS}) select {_COLS} from ({hour_rows_sql('m1')}) h"
         f" order by patient_id, metric, bucket{_MERGE})"
     )
+
+
+def delta_sql(raw: str) -> str:
+    """:func:`merge_sql` of the raw rows of CTE or relation ``raw`` (``patient_id, metric, value, measured_at``)."""
+    return merge_sql(minute_rows_sql(raw))
+
+
+#: The per-minute delta as parameters (the ingest worker aggregates each batch in Python, see
+#: :func:`teleconsult.ingest.payload.copy_rows`): uuid[], text[], then float8[] epochs/values, int8[] counts.
+PARAM_MINUTES: Final = (
+    "select patient_id, metric, to_timestamp(b) as bucket, min, to_timestamp(min_t) as min_at, max,"
+    " to_timestamp(max_t) as max_at, sum, count, to_timestamp(f) as first_at, to_timestamp(l) as last_at"
+    " from unnest(%s::uuid[], %s::text[], %s::float8[], %s::float8[], %s::float8[], %s::float8[], %s::float8[],"
+    " %s::float8[], %s::int8[], %s::float8[], %s::float8[])"
+    " as x(patient_id, metric, b, min, min_t, max, max_t, sum, count, f, l)"
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -58,10 +58,22 @@ async def write(
     d = decode_batch(f"tbib/v1/gw/{gw}/readings", body(gw, rows), vocab=VOCAB, now=datetime.now(UTC))
     assert isinstance(d, Decoded)
     latest: dict = {}
-    lines, rejects = copy_rows(d, await enrolment_map(conn), latest)
+    minutes: dict | None = {} if DELTA["mode"] == "worker" else None
+    lines, rejects = copy_rows(d, await enrolment_map(conn), latest, minutes)
     assert rejects == []
-    r = await write_batch(conn, lines, [], list(latest.values()), **kw)
+    r = await write_batch(conn, lines, [], list(latest.values()), minutes=minutes, **kw)
     return r.inserted, r.duplicate
+
+
+DELTA = {"mode": "worker"}
+
+
+@pytest.fixture(autouse=True, params=["worker", "sql"])
+def delta_mode(request: pytest.FixtureRequest) -> str:
+    """Both ways of the fast path: the worker's per-minute aggregate (Python) or PostgreSQL aggregating a staged copy.
+    The idempotent path (a duplicate in the batch) always aggregates the rows ``INSERT ... RETURNING`` gave back."""
+    DELTA["mode"] = request.param
+    return str(request.param)
 
 
 @pytest.fixture
