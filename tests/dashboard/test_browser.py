@@ -174,6 +174,39 @@ async def test_screenshots_doctor_journey(stack: Stack, stranger: str, browser: 
     await context.close()
 
 
+async def test_every_range_updates_live_without_reload(stack: Stack, browser: Any) -> None:
+    """24 h, 7 d and 30 d charts come from the rollups and still gain the readings arriving on the vitals socket: the
+    same figure (no re-render), no new history request, its last point moves forward."""
+    assert stack.cast is not None
+    context = await browser.new_context(viewport={"width": 1360, "height": 900}, locale="fr-FR", bypass_csp=True)
+    page = await context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    history_requests: list[str] = []
+    page.on("request", lambda r: history_requests.append(r.url) if "/history?" in r.url else None)
+    await login(page, stack)
+    patient = next(p for p in stack.cast.patients if p.scenario == "stable")
+    await page.goto(f"{stack.url}/#/patient/{patient.patient_id}")
+    await wait_for(page, "document.getElementById('conn').dataset.state === 'live'")
+    chart = "figure.chart[data-chart='spo2']"
+    for rng in ("24h", "7d", "30d"):
+        await page.click(f".ranges button[data-range='{rng}']")
+        await wait_for(page, f"document.querySelector('.charts').dataset.range === '{rng}'")
+        await page.wait_for_selector(f"{chart} canvas")
+        source = await page.get_attribute(chart, "data-source")
+        assert source == "1m" if rng == "24h" else source in ("1m", "1h"), (rng, source)
+        last = float(await page.get_attribute(chart, "data-last-t") or 0)
+        assert last > 0
+        await page.evaluate(f'window.__chart = document.querySelector("{chart}")')
+        requests = len(history_requests)
+        await wait_for(page, f'+document.querySelector("{chart}").dataset.lastT > {last}')
+        assert await page.evaluate(f'window.__chart === document.querySelector("{chart}")'), rng
+        assert len(history_requests) == requests, rng  # merged client side, not reloaded
+        assert int(await page.get_attribute(chart, "data-live") or 0) >= 1
+    assert errors == []
+    await context.close()
+
+
 async def test_network_cut_reconnects_and_shows_the_missed_alert(stack: Stack, browser: Any) -> None:
     assert stack.cast is not None
     context = await browser.new_context(locale="fr-FR", bypass_csp=True)

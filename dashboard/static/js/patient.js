@@ -1,6 +1,6 @@
 // Patient page: latest vitals, one uPlot chart per vital for 1 h / 24 h / 7 d / 30 d (downsampled by the server),
-// alert thresholds drawn as dashed lines, alert markers as vertical lines, live points appended in the 1 h range,
-// the daily summary table and the CSV export.
+// alert thresholds drawn as dashed lines, alert markers as vertical lines, live readings merged into every range
+// (see mergeLive), the daily summary table and the CSV export.
 import uPlot from "/vendor/uplot/uPlot.esm.js";
 import { get } from "./api.js";
 import { currentLang, fmtAge, fmtDateTime, fmtDay, fmtNumber, t } from "./i18n.js";
@@ -45,6 +45,59 @@ export function align(series) {
     return col;
   });
   return [xs, ...ys];
+}
+
+const ORIGIN_S = 946857600; // 2000-01-03T00:00:00Z: the server's bucket origin (store.rollups.ORIGIN)
+
+// Merge one live reading into a chart series as the server would have reduced it. Raw series (bucket_s 0, the 1 h
+// range): append the point. Downsampled series: readings fall into buckets of bucket_s seconds (the server's min/max
+// pre-buckets, same origin); the last bucket is drawn as its minimum, maximum and latest reading (in time order), so
+// peaks stay visible and the line ends at the newest value; a reading in a later bucket starts a new one. Readings
+// older than the last bucket are left to the next load. Points that slide out of the range are dropped. Returns
+// whether the series changed.
+export function mergeLive(s, ts, value, rangeS, nowS) {
+  const n = s.t.length;
+  if (!s.bucket_s) {
+    if (n && ts <= s.t[n - 1]) return false;
+    s.t.push(ts);
+    s.v.push(value);
+  } else {
+    const w = s.bucket_s;
+    const b = Math.floor((ts - ORIGIN_S) / w);
+    if (!s.tail || s.tail.b !== b) {
+      if (s.tail && b < s.tail.b) return false;
+      if (n && Math.floor((s.t[n - 1] - ORIGIN_S) / w) > b) return false;
+      // start the bucket, folding in the server's points already in it
+      let start = n;
+      while (start > 0 && Math.floor((s.t[start - 1] - ORIGIN_S) / w) === b) start--;
+      const tail = { b, start, lo: [ts, value], hi: [ts, value], last: [ts, value] };
+      for (let i = start; i < n; i++) foldPoint(tail, s.t[i], s.v[i]);
+      s.tail = tail;
+    } else if (ts < s.tail.last[0] && value >= s.tail.lo[1] && value <= s.tail.hi[1]) {
+      return false; // an older reading inside the bucket's extremes changes nothing drawn
+    }
+    foldPoint(s.tail, ts, value);
+    const pts = [s.tail.lo, s.tail.hi, s.tail.last]
+      .sort((a, c) => a[0] - c[0])
+      .filter((p, i, all) => i === 0 || p[0] !== all[i - 1][0]);
+    s.t.length = s.tail.start;
+    s.v.length = s.tail.start;
+    for (const [pt, pv] of pts) { s.t.push(pt); s.v.push(pv); }
+  }
+  let drop = 0;
+  while (drop < s.t.length && s.t[drop] < nowS - rangeS) drop++;
+  if (drop) {
+    s.t.splice(0, drop);
+    s.v.splice(0, drop);
+    if (s.tail) s.tail.start = Math.max(0, s.tail.start - drop);
+  }
+  return true;
+}
+
+function foldPoint(tail, ts, value) {
+  if (value < tail.lo[1] || (value === tail.lo[1] && ts < tail.lo[0])) tail.lo = [ts, value];
+  if (value > tail.hi[1] || (value === tail.hi[1] && ts > tail.hi[0])) tail.hi = [ts, value];
+  if (ts >= tail.last[0]) tail.last = [ts, value];
 }
 
 function thresholdPlugin(getLevels, getMarks) {
@@ -259,6 +312,7 @@ export class PatientPage {
     this.charts.clear();
     this.grid.replaceChildren();
     for (const { spec, results } of loaded) this._chart(spec, results, width);
+    this.grid.dataset.range = range;
     this._resize.observe(this.grid);
   }
 
@@ -275,6 +329,7 @@ export class PatientPage {
     const points = results.reduce((n, r) => n + r.t.length, 0);
     this.metrics.chartPoints[spec.id] = points;
     fig.dataset.points = String(points);
+    fig.dataset.source = [...new Set(results.map((r) => r.source))].join(",");
     if (!present.length) {
       const p = document.createElement("p");
       p.className = "muted";
@@ -316,7 +371,9 @@ export class PatientPage {
     const last = present.map((r) => `${t(`metric.${r.metric}`)} ${fmtNumber(r.v[r.v.length - 1], spec.digits)}`).join(", ");
     desc.textContent = t("charts.a11y", { n: points, last, alerts: marks.map((m) => ruleLabel(m.rule)).join(", ") || "—" });
     fig.append(desc);
-    this.charts.set(spec.id, { plot, spec, series: present.map((r) => ({ metric: r.metric, t: [...r.t], v: [...r.v] })) });
+    const series = present.map((r) => ({ metric: r.metric, t: [...r.t], v: [...r.v], bucket_s: r.bucket_s || 0, tail: null }));
+    fig.dataset.lastT = String(Math.max(...series.map((x) => x.t[x.t.length - 1])));
+    this.charts.set(spec.id, { plot, spec, series });
   }
 
   _fit() {
@@ -324,31 +381,29 @@ export class PatientPage {
     for (const c of this.charts.values()) if (Math.abs(c.plot.width - width) > 4) c.plot.setSize({ width, height: 200 });
   }
 
-  // Live points: appended to the charts of the 1 h range (longer ranges are downsampled server-side).
+  // Live readings: merged into the charts of every range (mergeLive), without reloading them.
   _live(items) {
     let mine = false;
     const touched = new Set();
+    const nowS = Date.now() / 1000;
     for (const [pid, metric, value, , measuredAt] of items) {
       if (pid !== this.id) continue;
       mine = true;
-      if (this.range !== "1h") continue;
+      const ts = Date.parse(measuredAt) / 1000;
       for (const c of this.charts.values()) {
         const s = c.series.find((x) => x.metric === metric);
-        if (!s) continue;
-        const ts = Date.parse(measuredAt) / 1000;
-        if (s.t.length && ts <= s.t[s.t.length - 1]) continue;
-        s.t.push(ts);
-        s.v.push(value);
-        while (s.t.length && s.t[0] < Date.now() / 1000 - RANGE_S["1h"]) { s.t.shift(); s.v.shift(); }
-        touched.add(c);
+        if (s && mergeLive(s, ts, value, RANGE_S[this.range], nowS)) touched.add(c);
       }
     }
     for (const c of touched) {
       c.plot.setData(align(c.series), false);
-      c.plot.setScale("x", { min: Date.now() / 1000 - RANGE_S[this.range], max: Date.now() / 1000 });
+      c.plot.setScale("x", { min: nowS - RANGE_S[this.range], max: nowS });
       const points = c.series.reduce((n, s) => n + s.t.length, 0);
       this.metrics.chartPoints[c.spec.id] = points;
-      c.plot.root.parentElement.dataset.points = String(points);
+      const fig = c.plot.root.parentElement;
+      fig.dataset.points = String(points);
+      fig.dataset.lastT = String(Math.max(...c.series.filter((s) => s.t.length).map((s) => s.t[s.t.length - 1])));
+      fig.dataset.live = String((+fig.dataset.live || 0) + 1);
     }
     if (mine) this._refreshLatest();
   }
