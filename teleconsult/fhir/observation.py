@@ -82,15 +82,19 @@ def _round(value: float) -> float:
 
 
 def _quantity(metric_name: str, value: float, unit: str) -> tuple[dict[str, Any], tuple[float, str] | None]:
-    """``valueQuantity`` in the metric's canonical unit, and the reported (value, unit) when it was converted."""
-    canonical = get_metric(metric_name).canonical_unit
+    """``valueQuantity`` in the metric's FHIR unit (:func:`~teleconsult.fhir.terminology.fhir_unit`), and the
+    reported (value, unit) when a device's own unit was converted."""
+    target = t.fhir_unit(metric_name)
     reported = None
-    if unit != canonical:
+    if unit != target:
         try:
-            value, reported = _round(convert(value, unit, canonical)), (value, unit)
-            unit = canonical
+            converted = _round(convert(value, unit, target))
         except ValueError:
             pass  # no linear conversion (glucose mmol/L): keep the unit as stored, it is one of the metric's
+        else:
+            if unit != get_metric(metric_name).canonical_unit:
+                reported = (value, unit)
+            value, unit = converted, target
     return {"value": value, "unit": unit, "system": UCUM_SYSTEM, "code": unit}, reported
 
 
@@ -319,6 +323,8 @@ def _value(q: object, metric: str, where: str) -> tuple[float, str, dict[str, An
         converted = _round(convert(float(value), code, canonical))
     except ValueError:
         return float(value), code, {}  # an allowed unit without linear conversion (glucose mmol/L)
+    if code == t.fhir_unit(metric):
+        return converted, canonical, {}  # the profile's own unit (body height in cm): nothing to remember
     return converted, canonical, {REPORTED_VALUE: float(value), REPORTED_UNIT: code}
 
 

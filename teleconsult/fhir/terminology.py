@@ -60,6 +60,15 @@ DEVICE_KIND_MDC: Final[Mapping[str, tuple[int, str]]] = MappingProxyType(
 )
 
 
+#: Units that the R4 vital-signs profiles require where they differ from the store's canonical unit.
+_FHIR_UNITS: Final = {"body_height": "cm"}
+
+
+def fhir_unit(metric_name: str) -> str:
+    """The unit of emitted Observations of a metric (body height: ``cm``, the R4 bodyheight profile's)."""
+    return _FHIR_UNITS.get(metric_name) or METRICS[metric_name].canonical_unit
+
+
 def category(metric: Metric) -> str:
     """The ``observation-category`` code of a metric's Observations."""
     if metric.fhir_vital_sign or metric.name == "mean_arterial_pressure":

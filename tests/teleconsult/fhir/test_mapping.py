@@ -83,6 +83,16 @@ def test_vital_sign_observation(metric: str, value: float, unit: str, loinc: str
     assert obs["meta"]["profile"] == ["http://hl7.org/fhir/StructureDefinition/vitalsigns"]
 
 
+def test_body_height_in_centimetres_round_trip() -> None:
+    obs = observation(reading("body_height", 1.75, "m"))
+    check(obs)
+    assert obs["valueQuantity"]["code"] == "cm"
+    assert obs["valueQuantity"]["value"] == 175.0
+    assert "note" not in obs
+    (r,) = parse_observation(obs, now=NOW).readings
+    assert (r.value, r.unit, r.flags) == (1.75, "m", {})
+
+
 def test_spo2_carries_pulse_oximetry_code_and_glucose_moles() -> None:
     assert (LOINC, "59408-5") in codes(observation(reading("spo2", 95.0, "%"))["code"])
     g = observation(reading("glucose", 5.4, "mmol/L"))
