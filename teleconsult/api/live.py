@@ -27,6 +27,7 @@ see its patient, not all of them. Each socket has its own sender task: alerts ar
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -52,6 +53,8 @@ HEARTBEAT_S: Final = 15.0
 REFRESH_ACCESS_S: Final = 60.0
 MAX_PENDING_ALERTS: Final = 2000
 REPLAY_LIMIT: Final = 5000
+#: Dashboards woken per event-loop turn when readings arrive (an alert notification is read between two chunks).
+VITALS_WAKE_CHUNK: Final = 50
 
 ws_router = APIRouter(tags=["dashboard"])
 
@@ -67,6 +70,8 @@ class Subscriber:
     resync: str | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     close: bool = False
+    vitals_due: bool = False
+    """Queued for a (chunked) wake-up by the hub's vitals waker."""
 
 
 class LiveHub:
@@ -78,6 +83,8 @@ class LiveHub:
         self.interval_s = interval_s
         self.subscribers: set[Subscriber] = set()
         self._by_patient: dict[uuid.UUID, set[Subscriber]] = {}
+        self._vitals_due: collections.deque[Subscriber] = collections.deque()
+        self._vitals_wake = asyncio.Event()
         self.last_event_id = 0
         self.listening = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -131,13 +138,31 @@ class LiveHub:
             self._loop.call_soon_threadsafe(self.disconnect_all)
 
     async def _run(self) -> None:
-        readings = asyncio.create_task(self._run_readings(), name="live-hub-readings")
+        helpers = [
+            asyncio.create_task(self._run_readings(), name="live-hub-readings"),
+            asyncio.create_task(self._wake_vitals(), name="live-hub-vitals-waker"),
+        ]
         try:
             await self._run_alerts()
         finally:
-            readings.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await readings
+            for task in helpers:
+                task.cancel()
+            for task in helpers:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def _wake_vitals(self) -> None:
+        """Wake dashboards with new vitals ``VITALS_WAKE_CHUNK`` at a time, yielding in between: a burst of readings
+        for many dashboards never holds an alert notification behind a thousand vitals sends."""
+        while True:
+            await self._vitals_wake.wait()
+            self._vitals_wake.clear()
+            while self._vitals_due:
+                for _ in range(min(VITALS_WAKE_CHUNK, len(self._vitals_due))):
+                    sub = self._vitals_due.popleft()
+                    sub.vitals_due = False
+                    sub.wake.set()
+                await asyncio.sleep(0)
 
     async def _run_alerts(self) -> None:
         backoff = 0.5
@@ -202,8 +227,11 @@ class LiveHub:
                 continue
             item = [str(pid), row[1], row[2], row[3], row[4]]
             for sub in subs:
-                sub.vitals[(item[0], str(item[1]))] = item
-                sub.wake.set()  # the sender waits until its next vitals slot (interval_s) anyway
+                sub.vitals[(item[0], str(item[1]))] = item  # coalesced: the newest per (patient, metric)
+                if not sub.vitals_due:  # woken in chunks by _wake_vitals (the sender paces by interval_s anyway)
+                    sub.vitals_due = True
+                    self._vitals_due.append(sub)
+                    self._vitals_wake.set()
 
     def _on_alert_frame(self, payload: str) -> None:
         try:

@@ -18,6 +18,7 @@ BENCHMARKS: Final[dict[str, tuple[str, str]]] = {
     "alerts": ("teleconsult.bench.alerts", "alert engine throughput and latency"),
     "call": ("teleconsult.bench.call", "teleconsultation call setup and vitals latency"),
     "dashboard": ("teleconsult.bench.dashboard", "dashboard: patient list time to interactive, frame budget"),
+    "fanout": ("teleconsult.bench.fanout", "websocket fan-out: 1 000 dashboard sockets on one node, delivery latency"),
     "fhir": ("teleconsult.bench.fhir", "FHIR R4: search p95 over millions of rows, $everything paging, import obs/s"),
     "history": ("teleconsult.bench.history", "chart history 7/30/90 d -> 1 000 points from rollups, vs raw scan"),
 }
