@@ -24,6 +24,8 @@ from typing import Any, Final, Literal, NamedTuple, Protocol
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from teleconsult.ingest.receipts import BatchRef, parse_batch_ref
+
 TOPIC_PREFIX: Final = "tbib/v1/gw/"
 TOPIC_SUFFIX: Final = "/readings"
 #: Readings measured further in the future than this (gateway clock vs server clock) are refused.
@@ -106,6 +108,10 @@ class Decoded:
     rejects: list[str]
     newest: dict[tuple[str, str], ValidReading]
     """The newest valid reading per (device address, metric) of this message (for ``latest_readings``)."""
+    batch: BatchRef | None = None
+    """The batch's name for commit receipts (``None``: a gateway older than receipts)."""
+    reject_ids: list[str | None] = field(default_factory=list)
+    """The reading id of each of ``rejects`` when it could be read (same order)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +120,8 @@ class Rejected:
 
     gateway_id: str | None
     reason: str
+    batch: BatchRef | None = None
+    """The batch's name when the JSON could be read: the gateway gets a receipt rejecting the whole batch."""
 
 
 def gateway_of_topic(topic: str) -> str | None:
@@ -218,31 +226,35 @@ def decode_batch(
         return Rejected(gw, f"invalid JSON: {exc}"[:300])
     if not isinstance(doc, dict):
         return Rejected(gw, "payload must be a JSON object")
+    ref = parse_batch_ref(doc.get("batch")) if "batch" in doc else None
     if doc.get("v") != 1 or isinstance(doc.get("v"), bool):
-        return Rejected(gw, f"unsupported payload version {str(doc.get('v'))[:20]!r} (expected 1)")
+        return Rejected(gw, f"unsupported payload version {str(doc.get('v'))[:20]!r} (expected 1)", ref)
     if doc.get("gateway_id") != gw:
-        return Rejected(gw, f"gateway_id {str(doc.get('gateway_id'))[:80]!r} does not match the topic's {gw!r}")
+        return Rejected(gw, f"gateway_id {str(doc.get('gateway_id'))[:80]!r} does not match the topic's {gw!r}", ref)
     readings = doc.get("readings")
     if not isinstance(readings, list):
-        return Rejected(gw, "readings must be a list")
+        return Rejected(gw, "readings must be a list", ref)
     sent = _parse_time(doc.get("sent_at"))
     if sent is None:
-        return Rejected(gw, "sent_at must be an ISO 8601 time with a UTC offset")
+        return Rejected(gw, "sent_at must be an ISO 8601 time with a UTC offset", ref)
     latest = now + MAX_FUTURE
     valid: list[ValidReading] = []
     rejects: list[str] = []
+    reject_ids: list[str | None] = []
     newest: dict[tuple[str, str], ValidReading] = {}
     for i, r in enumerate(readings):
         checked = _check_reading(r, vocab, latest)
         if isinstance(checked, str):
             rejects.append(f"readings[{i}]: {checked}")
+            rid = r.get("id") if isinstance(r, dict) else None
+            reject_ids.append(rid if isinstance(rid, str) and _UUID_RE.fullmatch(rid) else None)
             continue
         valid.append(checked)
         key = (checked.address, checked.metric)
         best = newest.get(key)
         if best is None or checked.measured > best.measured:
             newest[key] = checked
-    return Decoded(gw, sent.timestamp(), valid, rejects, newest)
+    return Decoded(gw, sent.timestamp(), valid, rejects, newest, ref, reject_ids)
 
 
 class Binding(Protocol):
@@ -274,7 +286,7 @@ class LatestRow(NamedTuple):
 CONSENT_WITHDRAWN: Final = "patient withdrew remote_monitoring consent: reading not stored"
 
 
-#: Per-minute aggregate of a batch: (patient id, metric, minute since the epoch) -> [min, min_t, max, max_t, sum,
+#: Per-minute aggregate of a batch: (patient id as str, metric, minute since the epoch) -> [min, min_t, max, max_t, sum,
 #: count, first_t, last_t] (epoch seconds). Ties: the earliest minimum, the latest maximum (as ``readings_1m``).
 MinuteDelta = dict[tuple[Any, str, int], list[float]]
 
@@ -306,7 +318,7 @@ def copy_rows(
                 prefix = CONSENT_WITHDRAWN
             else:
                 prefix = f"{b.patient_id}\t{b.device_id}\t"
-                pids[r.address] = b.patient_id
+                pids[r.address] = str(b.patient_id)  # a str caches its hash (a UUID hashes in Python code)
             cache[r.address] = prefix
         if prefix is None:
             rejects.append(f"reading {r.reading_id}: device {r.address!r} is not enrolled to gateway {gw!r}")
