@@ -24,7 +24,7 @@ def dsn_from(args: argparse.Namespace) -> str:
 
 def add_parser(sub: Any) -> None:
     """Register `tbib db`."""
-    parser: argparse.ArgumentParser = sub.add_parser("db", help="database schema (upgrade, status)")
+    parser: argparse.ArgumentParser = sub.add_parser("db", help="database schema, retention, rollups")
     dsub = parser.add_subparsers(dest="db_command", metavar="SUBCOMMAND", required=True)
 
     up = dsub.add_parser("upgrade", help="apply pending schema migrations (re-runnable)")
