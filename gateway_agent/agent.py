@@ -63,8 +63,10 @@ class Gateway:
         spot_recheck_s: float = 30.0,
     ) -> None:
         self.settings = settings
-        self.outbox = Outbox(settings.outbox.path, max_readings=settings.outbox.max_readings)
-        b = settings.batching
+        self.outbox = Outbox(
+            settings.outbox.path, max_readings=settings.outbox.max_readings, capture_log=settings.outbox.capture_log
+        )
+        b, r = settings.batching, settings.receipts
         self.publisher = MqttPublisher(
             self.outbox,
             broker_params(settings),
@@ -72,6 +74,9 @@ class Gateway:
             max_readings=b.max_readings,
             max_delay=b.max_delay_ms / 1000.0,
             window=b.inflight_window,
+            receipts=r.enabled,
+            receipt_timeout=r.timeout_s,
+            fallback_after=r.fallback_after,
         )
         self.ble = BleManager(
             settings.devices,
@@ -130,11 +135,14 @@ class Gateway:
                 "broker": self.settings.broker_url,
                 "last_error": str(pub.last_error) if pub.last_error else None,
                 "inflight_batches": pub.planner.inflight(),
+                "receipt_mode": pub.tracker.mode.value,
+                "awaiting_receipt_batches": pub.tracker.pending(),
                 **asdict(pub.stats),
             },
             "outbox": {
                 "path": str(self.outbox.path),
                 "depth": self.outbox.depth(),
+                "sent": self.outbox.sent_depth(),
                 "dropped": self.outbox.dropped(),
                 "max_readings": self.outbox.max_readings,
             },

@@ -157,7 +157,13 @@ async def _replay(url: str, path: Path, n: int, batch: int, window: int) -> dict
         gw = f"gw-bench-replay-{uuid.uuid4().hex[:8]}"
         counter = _Counter(host, port, gw)
         pub = MqttPublisher(
-            box, BrokerParams(host, port, gw), gateway_id=gw, max_readings=batch, max_delay=0.0, window=window
+            box,
+            BrokerParams(host, port, gw),
+            gateway_id=gw,
+            max_readings=batch,
+            max_delay=0.0,
+            window=window,
+            receipts=False,  # broker path only (PUBACK mode): no ingest here to send commit receipts
         )
         t0 = time.perf_counter()
         await pub.start()

@@ -97,6 +97,21 @@ class OutboxSettings(BaseModel):
     path: Path = Path("/var/lib/tbib-gateway/outbox.sqlite3")
     max_readings: int = Field(default=1_000_000, ge=10)
     """When full, the oldest readings are dropped (counted, and an ``outbox_overflow`` event is published)."""
+    capture_log: Path | None = None
+    """Append the id of every captured reading to this file once stored (tests and the chaos suite count from it)."""
+
+
+class ReceiptSettings(BaseModel):
+    """Commit receipts from the server (``docs/mqtt.md``): a reading leaves the outbox when the database has it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = True
+    """False: behave as a gateway older than receipts (delete on PUBACK, batches carry no name)."""
+    timeout_s: float = Field(default=30.0, gt=0, le=86_400)
+    """A batch without receipt this long after its PUBACK is re-sent (same ids)."""
+    fallback_after: int = Field(default=5, ge=0)
+    """After this many timeouts without any receipt on a connection, assume an old server: PUBACK mode (0 = never)."""
 
 
 class Credentials(BaseModel):
@@ -125,6 +140,7 @@ class GatewaySettings(BaseSettings):
     devices: tuple[DeviceEntry, ...] = ()
     batching: Batching = Batching()
     outbox: OutboxSettings = OutboxSettings()
+    receipts: ReceiptSettings = ReceiptSettings()
 
     @field_validator("gateway_id")
     @classmethod

@@ -5,7 +5,16 @@ Contract
   returns only after the transaction is on disk (WAL + fsync): a reading whose ``append`` returned survives kill -9 and
   power loss.
 - :meth:`Outbox.peek_batch` returns the oldest entries in capture order (optionally after a sequence number, so a
-  publisher can keep several batches in flight); entries stay until :meth:`Outbox.ack` removes them (PUBACK received).
+  publisher can keep several batches in flight); entries stay until the server's commit receipt removes them
+  (:meth:`Outbox.delete_range`, :meth:`Outbox.ack`). PUBACK only marks them ``sent`` (:meth:`Outbox.mark_sent`),
+  except in PUBACK mode (an old server without receipts), where :meth:`Outbox.ack` removes them on PUBACK.
+- Every write (append, mark, delete) commits with ``synchronous=FULL``: a delete whose call returned is on disk, and a
+  row whose receipt arrived but whose delete did not reach the disk is simply re-sent with the same id (idempotent
+  downstream); it is never lost.
+- The outbox has an ``epoch``: a random 64-bit number chosen when the file is created. Batches carry it so that a
+  receipt meant for an older outbox file (same sequence numbers, other readings) is ignored.
+- ``capture_log``: optional file to which the id of every reading is appended once its append is committed (the
+  chaos suite counts the readings the devices produced from it, independently of the outbox).
 - Bounded: beyond ``max_readings`` the oldest entries are dropped, counted (persisted) and reported as an
   :class:`OutboxOverflow` event through :meth:`Outbox.next_event`.
 - Per-device state that must survive restarts lives here too: last RACP sequence number (glucose meters) and the last
@@ -18,6 +27,8 @@ replay concatenates stored texts without decoding them. One process owns an outb
 from __future__ import annotations
 
 import json
+import os
+import secrets
 import sqlite3
 import uuid
 from collections import deque
@@ -28,14 +39,15 @@ from typing import Any, Final
 
 from gateway_agent.errors import OutboxError
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS readings (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     id TEXT NOT NULL UNIQUE,
     device TEXT NOT NULL,
-    body TEXT NOT NULL
+    body TEXT NOT NULL,
+    sent INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS devices (
     address TEXT PRIMARY KEY,
@@ -71,7 +83,9 @@ class OutboxOverflow:
 class Outbox:
     """A bounded, durable FIFO of readings keyed by stable ids."""
 
-    def __init__(self, path: Path | str, *, max_readings: int = 1_000_000) -> None:
+    def __init__(
+        self, path: Path | str, *, max_readings: int = 1_000_000, capture_log: Path | str | None = None
+    ) -> None:
         if max_readings < 1:
             raise ValueError("max_readings must be >= 1")
         self.path = Path(path)
@@ -88,8 +102,16 @@ class Outbox:
             version = self._meta("schema_version")
             if version is None:
                 self._set_meta("schema_version", SCHEMA_VERSION)
+            elif version == 1:  # v1 -> v2: the sent mark and the epoch (receipts)
+                with self._transaction():
+                    self._db.execute("ALTER TABLE readings ADD COLUMN sent INTEGER NOT NULL DEFAULT 0")
+                    self._set_meta("schema_version", SCHEMA_VERSION)
             elif version != SCHEMA_VERSION:
                 raise OutboxError(f"outbox {path}: schema version {version}, expected {SCHEMA_VERSION}")  # noqa: TRY301
+            epoch = self._meta("epoch")
+            if epoch is None:
+                epoch = secrets.randbits(62)
+                self._set_meta("epoch", epoch)
             row = self._db.execute("SELECT count(*) FROM readings").fetchone()
         except (sqlite3.Error, OutboxError) as exc:
             if hasattr(self, "_db"):
@@ -98,6 +120,15 @@ class Outbox:
                 raise
             raise OutboxError(f"outbox {path}: {exc}") from exc
         self._depth: int = int(row[0])
+        self.epoch: int = epoch
+        """Random number of this outbox file (in every batch, echoed by receipts)."""
+        self._capture_fd: int | None = None
+        if capture_log is not None:
+            try:
+                self._capture_fd = os.open(capture_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            except OSError as exc:
+                self._db.close()
+                raise OutboxError(f"capture log {capture_log}: {exc.strerror}") from exc
         self._closed = False
 
     # -- lifecycle -------------------------------------------------------------------------------------------------
@@ -106,6 +137,8 @@ class Outbox:
         if not self._closed:
             self._closed = True
             self._db.close()
+            if self._capture_fd is not None:
+                os.close(self._capture_fd)
 
     def __enter__(self) -> Outbox:
         return self
@@ -152,6 +185,8 @@ class Outbox:
             self._depth -= dropped_now
             self._events.append(OutboxOverflow(dropped_now, total, self.max_readings))
         self._depth += len(rows)
+        if self._capture_fd is not None and ids:
+            os.write(self._capture_fd, ("\n".join(ids) + "\n").encode())
         return ids
 
     def peek_batch(self, n: int, *, after_seq: int = 0) -> list[OutboxEntry]:
@@ -162,19 +197,45 @@ class Outbox:
         )
         return [OutboxEntry(int(s), str(i), str(d), str(b)) for s, i, d, b in cur.fetchall()]
 
-    def ack(self, ids: Sequence[str]) -> int:
-        """Remove the readings with these ids (their PUBACK arrived); return how many were still stored.
+    def entries_between(self, first: int, last: int) -> list[OutboxEntry]:
+        """The entries still stored with ``first <= seq <= last`` (a batch to re-send), in capture order."""
+        self._check_open()
+        cur = self._db.execute(
+            "SELECT seq, id, device, body FROM readings WHERE seq BETWEEN ? AND ? ORDER BY seq", (first, last)
+        )
+        return [OutboxEntry(int(s), str(i), str(d), str(b)) for s, i, d, b in cur.fetchall()]
 
-        Committed with ``synchronous=NORMAL`` (no fsync of its own; the next ``append`` syncs it): after a power loss
-        the last acknowledgements may be undone and those readings re-sent with the same ids, which QoS 1 and the
-        ingest's idempotent insert allow. Appends stay ``FULL``.
+    def mark_sent(self, first: int, last: int) -> int:
+        """Mark the readings of the batch ``[first, last]`` sent (its PUBACK arrived); return how many were marked."""
+        return self._write("UPDATE readings SET sent = 1 WHERE seq BETWEEN ? AND ? AND sent = 0", (first, last))
+
+    def delete_range(self, first: int, last: int) -> int:
+        """Remove the readings of the batch ``[first, last]`` (its commit receipt arrived); return how many."""
+        removed = self._write("DELETE FROM readings WHERE seq BETWEEN ? AND ?", (first, last))
+        self._depth -= removed
+        return removed
+
+    def delete_sent(self) -> int:
+        """Remove every reading marked sent (switch to PUBACK mode: the broker acknowledged them all)."""
+        removed = self._write("DELETE FROM readings WHERE sent = 1", ())
+        self._depth -= removed
+        return removed
+
+    def sent_depth(self) -> int:
+        """How many stored readings are marked sent (PUBACK received, receipt not yet)."""
+        self._check_open()
+        return int(self._db.execute("SELECT count(*) FROM readings WHERE sent = 1").fetchone()[0])
+
+    def ack(self, ids: Sequence[str]) -> int:
+        """Remove the readings with these ids (receipt by ids, or PUBACK mode); return how many were still stored.
+
+        Committed with ``synchronous=FULL`` like every other write.
         """
         self._check_open()
         if not ids:
             return 0
         removed = 0
         try:
-            self._db.execute("PRAGMA synchronous=NORMAL")
             with self._transaction():
                 for start in range(0, len(ids), 500):
                     chunk = ids[start : start + 500]
@@ -182,13 +243,19 @@ class Outbox:
                     removed += self._db.execute(f"DELETE FROM readings WHERE id IN ({marks})", chunk).rowcount  # noqa: S608
         except sqlite3.Error as exc:
             raise OutboxError(f"outbox {self.path}: ack failed: {exc}") from exc
-        finally:
-            self._db.execute("PRAGMA synchronous=FULL")
         self._depth -= removed
         return removed
 
+    def _write(self, sql: str, params: tuple[int, ...]) -> int:
+        self._check_open()
+        try:
+            with self._transaction():
+                return int(self._db.execute(sql, params).rowcount)
+        except sqlite3.Error as exc:
+            raise OutboxError(f"outbox {self.path}: {exc}") from exc
+
     def depth(self) -> int:
-        """How many readings wait for a PUBACK."""
+        """How many readings are stored (not yet receipted)."""
         return self._depth
 
     def dropped(self) -> int:

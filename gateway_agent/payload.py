@@ -13,6 +13,9 @@ Batch (JSON, UTF-8)::
   ``device_time`` is the device's own local time as reported (no zone, ISO 8601) or ``null``.
 - ``id`` is assigned once at capture (:class:`gateway_agent.outbox.Outbox`); a resend carries the same id.
 - ``value`` is always a JSON number (float); ``flags`` always an object (possibly empty).
+- ``batch`` (receipts extension, ``docs/mqtt.md``): ``{"epoch": "<16 hex>", "seq": [first, last]}`` names the batch
+  (outbox epoch and capture sequence range); the server echoes it on ``tbib/v1/gw/{id}/receipts`` once committed. A
+  batch without it comes from an old gateway (PUBACK mode: no receipt).
 """
 
 from __future__ import annotations
@@ -46,6 +49,11 @@ def events_topic(gateway_id: str) -> str:
 def commands_topic(gateway_id: str) -> str:
     """``tbib/v1/gw/{gateway_id}/commands`` (server to gateway)."""
     return f"{TOPIC_ROOT}/{gateway_id}/commands"
+
+
+def receipts_topic(gateway_id: str) -> str:
+    """``tbib/v1/gw/{gateway_id}/receipts`` (server to gateway, QoS 1: commit receipts)."""
+    return f"{TOPIC_ROOT}/{gateway_id}/receipts"
 
 
 def rfc3339(moment: datetime) -> str:
@@ -106,11 +114,17 @@ def reading_object(reading: Reading, *, address: str, model: str, serial: str, r
     }
 
 
-def encode_batch(gateway_id: str, sent_at: datetime, bodies: Sequence[str]) -> bytes:
-    """A v1 batch from stored reading texts (each a JSON object with its ``id``), without re-encoding them."""
-    head = json.dumps(
-        {"v": PAYLOAD_VERSION, "gateway_id": gateway_id, "sent_at": rfc3339(sent_at)}, separators=(",", ":")
-    )
+def encode_batch(
+    gateway_id: str, sent_at: datetime, bodies: Sequence[str], *, batch: Mapping[str, Any] | None = None
+) -> bytes:
+    """A v1 batch from stored reading texts (each a JSON object with its ``id``), without re-encoding them.
+
+    ``batch``: the batch's name for commit receipts (:func:`gateway_agent.receipts.batch_field`).
+    """
+    obj: dict[str, Any] = {"v": PAYLOAD_VERSION, "gateway_id": gateway_id, "sent_at": rfc3339(sent_at)}
+    if batch is not None:
+        obj["batch"] = dict(batch)
+    head = json.dumps(obj, separators=(",", ":"))
     return (head[:-1] + ',"readings":[' + ",".join(bodies) + "]}").encode("utf-8")
 
 

@@ -1,7 +1,12 @@
 """MQTT publisher: outbox -> batches -> broker, on paho-mqtt 2 (``CallbackAPIVersion.VERSION2``, MQTT v5).
 
 Contract
-- A reading leaves the outbox only when the PUBACK of its batch arrived with a success reason code.
+- Receipt mode (default): PUBACK marks a batch ``sent``; its readings leave the outbox only when the server's commit
+  receipt names the batch (:mod:`gateway_agent.receipts`). A batch without receipt ``receipt_timeout`` seconds after its
+  PUBACK is re-sent with the same ids; after ``fallback_after`` such timeouts with no receipt on the connection the
+  publisher falls back to PUBACK mode (an old server) with a warning.
+- PUBACK mode (``receipts=False``, or the fallback): a reading leaves the outbox when the PUBACK of its batch arrived
+  with a success reason code.
 - Batches hold at most ``max_readings`` readings and leave when full or ``max_delay`` after the oldest unsent reading
   was noticed; at most ``window`` batches are in flight (published, not yet acknowledged).
 - Persistent session: client id = gateway id, ``clean_start=False``, session expiry; paho resends un-acknowledged
@@ -10,7 +15,8 @@ Contract
 - Reconnect with jittered exponential backoff; refused credentials are reported as :class:`BrokerAuthError` in
   :attr:`MqttPublisher.last_error` (the link keeps retrying with a longer backoff).
 
-:class:`BatchPlanner` is the pure core (no socket, no clock); :class:`MqttPublisher` is the asyncio adapter: paho's
+:class:`~gateway_agent.batching.BatchPlanner` and :class:`~gateway_agent.receipts.ReceiptTracker` are the pure cores
+(no socket, no clock); :class:`MqttPublisher` is the asyncio adapter: paho's
 socket is driven from the event loop (``loop_read``/``loop_write``/``loop_misc``); only the blocking TCP/TLS connect
 runs in a worker thread.
 """
@@ -21,7 +27,6 @@ import asyncio
 import contextlib
 import enum
 import logging
-import random
 import socket
 import ssl
 import threading
@@ -37,11 +42,22 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from gateway_agent.batching import Backoff, Batch, BatchPlanner
 from gateway_agent.errors import BrokerAuthError, BrokerError
 from gateway_agent.outbox import Outbox, OutboxEntry
-from gateway_agent.payload import encode_batch, encode_event, events_topic, readings_topic, status_topic
+from gateway_agent.payload import (
+    encode_batch,
+    encode_event,
+    events_topic,
+    readings_topic,
+    receipts_topic,
+    status_topic,
+)
+from gateway_agent.receipts import ReceiptMode, ReceiptTracker, batch_field, parse_receipt
 
 log = logging.getLogger(__name__)
+
+__all__ = ["Backoff", "Batch", "BatchPlanner", "BrokerParams", "LinkState", "MqttPublisher", "PublisherStats"]
 
 _AUTH_REASONS: Final = frozenset({0x86, 0x87, 0x8C})  # bad user name or password, not authorized, bad auth method
 
@@ -61,104 +77,6 @@ class _PahoClient(mqtt.Client):
             ssl_sock.close()
             raise
         return ssl_sock
-
-
-# ----------------------------------------------------------------------------------------------------- pure core
-@dataclass(frozen=True, slots=True)
-class Batch:
-    """A batch in flight: its reading ids and capture sequence range."""
-
-    ids: tuple[str, ...]
-    first_seq: int
-    last_seq: int
-
-
-class BatchPlanner:
-    """Which readings to send next and which to remove on PUBACK. Pure: the caller passes ``now`` and entries."""
-
-    def __init__(self, *, max_readings: int, max_delay: float, window: int) -> None:
-        self.max_readings = max_readings
-        self.max_delay = max_delay
-        self.window = window
-        self.cursor = 0
-        """Highest capture sequence number already put into a batch."""
-        self._inflight: dict[int, Batch] = {}
-        self._unsent_since: float | None = None
-
-    def noticed(self, now: float) -> None:
-        """New readings were appended to the outbox (or found there at start)."""
-        if self._unsent_since is None:
-            self._unsent_since = now
-
-    def room(self) -> int:
-        """How many more batches may be published now."""
-        return max(0, self.window - len(self._inflight))
-
-    def inflight(self) -> int:
-        """Batches published and not yet acknowledged."""
-        return len(self._inflight)
-
-    def inflight_readings(self) -> int:
-        """Readings in the batches in flight."""
-        return sum(len(b.ids) for b in self._inflight.values())
-
-    def should_send(self, entries: Sequence[OutboxEntry], now: float) -> bool:
-        """Whether these entries (peeked after :attr:`cursor`) make a batch now: full, or the oldest waited enough."""
-        if not entries or not self.room():
-            return False
-        if len(entries) >= self.max_readings:
-            return True
-        since = self._unsent_since if self._unsent_since is not None else now
-        return now - since >= self.max_delay
-
-    def sent(self, mid: int, entries: Sequence[OutboxEntry], *, now: float) -> Batch:
-        """Record a published batch (``mid`` from paho)."""
-        batch = Batch(tuple(e.id for e in entries), entries[0].seq, entries[-1].seq)
-        self._inflight[mid] = batch
-        self.cursor = max(self.cursor, batch.last_seq)
-        self._unsent_since = None if len(entries) < self.max_readings else now
-        return batch
-
-    def nothing_unsent(self) -> None:
-        """The outbox has nothing after :attr:`cursor`."""
-        self._unsent_since = None
-
-    def acked(self, mid: int, *, success: bool) -> Batch | None:
-        """A PUBACK arrived: the batch (remove its readings if ``success``; a failed one is re-sent later)."""
-        batch = self._inflight.pop(mid, None)
-        if batch is not None and not success:
-            self.cursor = min(self.cursor, batch.first_seq - 1)
-        return batch
-
-    def forget_inflight(self) -> None:
-        """The client that carried the in-flight batches is gone: re-send everything after the last acknowledged one."""
-        if self._inflight:
-            self.cursor = min(b.first_seq for b in self._inflight.values()) - 1
-        self._inflight.clear()
-
-    def get_timer(self) -> float | None:
-        """When a partial batch becomes due (monotonic seconds), if one is waiting."""
-        return None if self._unsent_since is None else self._unsent_since + self.max_delay
-
-
-class Backoff:
-    """Exponential backoff with "equal jitter": the n-th delay is in [d/2, d], d = min(maximum, initial * 2**n)."""
-
-    def __init__(self, *, initial: float = 0.5, maximum: float = 60.0, rng: random.Random | None = None) -> None:
-        self.initial = initial
-        self.maximum = maximum
-        self.attempts = 0
-        self._rng = rng or random.Random()  # noqa: S311 (jitter, not crypto)
-
-    def next_delay(self, *, floor: float = 0.0) -> float:
-        """The next delay (seconds); at least ``floor`` before jitter (refused credentials back off harder)."""
-        d = min(self.maximum, max(floor, self.initial * 2.0**self.attempts))
-        self.attempts += 1
-        return d / 2 + self._rng.uniform(0, d / 2)
-
-    def reset(self) -> None:
-        """The link worked: start again from the initial delay."""
-        self.attempts = 0
 
 
 # ------------------------------------------------------------------------------------------------ asyncio adapter
@@ -195,6 +113,13 @@ class PublisherStats:
 
     batches_published: int = 0
     readings_acked: int = 0
+    """Readings whose batch the broker acknowledged (PUBACK)."""
+    readings_receipted: int = 0
+    """Readings removed from the outbox by a commit receipt."""
+    readings_rejected: int = 0
+    receipts: int = 0
+    batches_resent: int = 0
+    fallbacks: int = 0
     pubacks_failed: int = 0
     connects: int = 0
     connect_failures: int = 0
@@ -216,6 +141,9 @@ class MqttPublisher:
         clock: Callable[[], float] | None = None,
         on_acked: Callable[[Sequence[str]], None] | None = None,
         auth_backoff_floor: float = 30.0,
+        receipts: bool = True,
+        receipt_timeout: float = 30.0,
+        fallback_after: int = 5,
     ) -> None:
         self.outbox = outbox
         self.params = params
@@ -225,6 +153,12 @@ class MqttPublisher:
         self.state = LinkState.DISCONNECTED
         self.last_error: BrokerError | None = None
         self.stats = PublisherStats()
+        self.receipts = receipts
+        """Name batches and wait for commit receipts (False: an old gateway, PUBACK mode only)."""
+        self.tracker = ReceiptTracker(timeout=receipt_timeout, fallback_after=fallback_after)
+        if not receipts:
+            self.tracker.mode = ReceiptMode.PUBACK
+        self._resend: deque[tuple[int, int]] = deque()
         self._on_acked = on_acked
         self._events: deque[bytes] = deque(maxlen=1000)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -283,7 +217,8 @@ class MqttPublisher:
         await self._connected.wait()
 
     async def drain(self) -> None:
-        """Wait until the outbox is empty and nothing is in flight (wrap in ``asyncio.timeout``)."""
+        """Wait until the outbox is empty and nothing is in flight (wrap in ``asyncio.timeout``): every reading
+        receipted (receipt mode) or acknowledged by the broker (PUBACK mode)."""
         while self.outbox.depth() or self.planner.inflight():
             self._acked.clear()
             self._wake.set()
@@ -308,6 +243,7 @@ class MqttPublisher:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        client.on_message = self._on_message
         client.on_socket_open = self._on_socket_open
         client.on_socket_close = self._on_socket_close
         client.on_socket_register_write = self._on_register_write
@@ -386,6 +322,10 @@ class MqttPublisher:
         self.last_error = None
         self.stats.connects += 1
         self.backoff.reset()
+        if self.receipts:
+            # every connection: a broker that lost our session (crash before its autosave) lost the subscription too
+            client.subscribe(receipts_topic(self.gateway_id), qos=1)
+            self.tracker.connected()
         client.publish(status_topic(self.gateway_id), b"online", qos=1, retain=True)
         self._connected.set()
         self._wake.set()
@@ -406,11 +346,64 @@ class MqttPublisher:
             self.stats.pubacks_failed += 1
             log.error("broker refused a batch of %d readings: %s", len(batch.ids), reason.getName())
             return
-        self.stats.readings_acked += self.outbox.ack(batch.ids)
+        self.stats.readings_acked += len(batch.ids)
+        if self.tracker.mode is ReceiptMode.RECEIPTS:
+            self.outbox.mark_sent(batch.first_seq, batch.last_seq)
+            self.tracker.published(batch.first_seq, batch.last_seq, self._now())
+        else:
+            self.outbox.ack(batch.ids)
         if self._on_acked is not None:
             self._on_acked(batch.ids)
         self._acked.set()
         self._wake.set()
+
+    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        if msg.topic != receipts_topic(self.gateway_id):
+            return
+        receipt = parse_receipt(bytes(msg.payload), gateway_id=self.gateway_id, epoch=self.outbox.epoch)
+        if isinstance(receipt, str):
+            log.warning("ignored an invalid receipt: %s", receipt)
+            return
+        removed = 0
+        for first, last in receipt.ranges:
+            removed += self.outbox.delete_range(first, last)
+        if receipt.ids:
+            removed += self.outbox.ack(receipt.ids)
+        rejected_ids = [r.id for r in receipt.rejected if r.id is not None]
+        if rejected_ids:
+            removed += self.outbox.ack(rejected_ids)
+        for r in receipt.rejected[:10]:
+            log.warning("server rejected reading %s: %s", r.id or "?", r.reason)
+        if len(receipt.rejected) > 10:
+            log.warning("... and %d more rejected readings in that receipt", len(receipt.rejected) - 10)
+        self.stats.receipts += 1
+        self.stats.readings_rejected += len(receipt.rejected)
+        self.stats.readings_receipted += removed
+        if self.tracker.received(receipt):
+            log.warning("commit receipts arrived again: back to receipt mode")
+        self._acked.set()
+        self._wake.set()
+
+    def _check_receipts(self) -> None:
+        """Overdue receipts: queue their batches for a re-send, or fall back to PUBACK mode."""
+        result = self.tracker.handle_timer(self._now())
+        if result.fell_back:
+            self.stats.fallbacks += 1
+            removed = self.outbox.delete_sent()
+            self._resend.clear()
+            log.warning(
+                "no commit receipt after %d timeouts of %.0f s on this connection: the server looks older than the "
+                "receipts extension; PUBACK mode now (%d readings acknowledged by the broker removed)",
+                self.tracker.timeouts,
+                self.tracker.timeout,
+                removed,
+            )
+            self._acked.set()
+        for rng in result.resend:
+            self._resend.append(rng)
+        if result.resend:
+            self.stats.batches_resent += len(result.resend)
+            log.info("%d batches without receipt after %.0f s: re-sending", len(result.resend), self.tracker.timeout)
 
     # -- main task ------------------------------------------------------------------------------------------------
     async def _run(self) -> None:
@@ -456,9 +449,10 @@ class MqttPublisher:
         await self._connected.wait()
         while True:
             self._wake.clear()
+            self._check_receipts()
             self._publish_due()
-            timer = self.planner.get_timer()
-            timeout = None if timer is None else max(0.0, timer - self._now())
+            timers = [t for t in (self.planner.get_timer(), self.tracker.get_timer()) if t is not None]
+            timeout = None if not timers else max(0.0, min(timers) - self._now())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
 
@@ -466,6 +460,12 @@ class MqttPublisher:
         topic = readings_topic(self.gateway_id)
         while self._events and self.state is LinkState.CONNECTED:
             self._client.publish(events_topic(self.gateway_id), self._events.popleft(), qos=1)
+        while self._resend and self.state is LinkState.CONNECTED and self.planner.room():
+            first, last = self._resend.popleft()
+            entries = self.outbox.entries_between(first, last)
+            if entries and not self._publish_batch(topic, entries, resend=True):
+                self._resend.appendleft((first, last))
+                return
         while self.state is LinkState.CONNECTED and self.planner.room():
             entries = self.outbox.peek_batch(self.planner.max_readings, after_seq=self.planner.cursor)
             if not entries:
@@ -474,14 +474,25 @@ class MqttPublisher:
             now = self._now()
             if not self.planner.should_send(entries, now):
                 return
-            payload = encode_batch(self.gateway_id, datetime.now(UTC), [e.body for e in entries])
-            info = self._client.publish(topic, payload, qos=1)
-            if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
-                log.warning("publish refused by the client (%s); will retry", info.rc)
+            if not self._publish_batch(topic, entries, now=now):
                 return
-            # NO_CONN: paho keeps the message and sends it (same mid) after the reconnect.
+
+    def _publish_batch(
+        self, topic: str, entries: Sequence[OutboxEntry], *, now: float = 0.0, resend: bool = False
+    ) -> bool:
+        named = batch_field(self.outbox.epoch, entries[0].seq, entries[-1].seq) if self.receipts else None
+        payload = encode_batch(self.gateway_id, datetime.now(UTC), [e.body for e in entries], batch=named)
+        info = self._client.publish(topic, payload, qos=1)
+        if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+            log.warning("publish refused by the client (%s); will retry", info.rc)
+            return False
+        # NO_CONN: paho keeps the message and sends it (same mid) after the reconnect.
+        if resend:
+            self.planner.resent(info.mid, entries)
+        else:
             self.planner.sent(info.mid, entries, now=now)
-            self.stats.batches_published += 1
+        self.stats.batches_published += 1
+        return True
 
     async def _until(self, predicate: Callable[[], bool]) -> None:
         while not predicate():  # noqa: ASYNC110 (paho has no awaitable per message)

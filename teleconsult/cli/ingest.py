@@ -33,6 +33,12 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--linger-ms", type=float, default=50.0, help="max wait to fill a batch (default 50 ms)")
     p.add_argument("--writers", type=int, default=2, help="concurrent transactions (default 2)")
     p.add_argument("--receive-maximum", type=int, default=3000, help="max unacknowledged messages in flight")
+    p.add_argument(
+        "--receipts",
+        choices=["range", "ids", "off"],
+        default="range",
+        help="commit receipts to gateways: batch names (default), every committed id, or none (docs/mqtt.md)",
+    )
     p.add_argument("--metrics-port", type=int, help="serve Prometheus text on 127.0.0.1:PORT")
     p.set_defaults(func=_run)
 
@@ -58,6 +64,7 @@ def _run(args: argparse.Namespace) -> int:
         linger_s=args.linger_ms / 1000,
         writers=args.writers,
         receive_maximum=args.receive_maximum,
+        receipts=None if args.receipts == "off" else args.receipts,
     )
     try:
         asyncio.run(run(config, metrics_port=args.metrics_port))

@@ -83,6 +83,8 @@ class IngestMetrics:
     db_errors: int = 0
     mqtt_reconnects: int = 0
     inflight: int = 0
+    receipts: int = 0
+    receipt_bytes: int = 0
     commit_seconds: Histogram = field(default_factory=Histogram)
     publish_to_commit_seconds: Histogram = field(default_factory=Histogram)
 
@@ -95,6 +97,8 @@ class IngestMetrics:
             ("readings_duplicate", self.duplicate, "readings already stored (redelivery or resend)"),
             ("readings_rejected", self.rejected, "readings refused (validation or enrolment)"),
             ("dead_letters", self.dead_letters, "messages written to dead_letters"),
+            ("receipts", self.receipts, "commit receipts published to gateways"),
+            ("receipt_bytes", self.receipt_bytes, "bytes of commit receipt payloads published"),
             ("batches", self.batches, "committed batches"),
             ("db_errors", self.db_errors, "failed database attempts (retried)"),
             ("mqtt_reconnects", self.mqtt_reconnects, "broker (re)connections"),

@@ -9,6 +9,10 @@ At-least-once, idempotent end to end:
   us, and the batcher waits on a bounded queue of batches; a database outage therefore stops the flow at the broker.
 - A failed batch is retried with backoff on a fresh connection (the write is idempotent, so an unknown commit outcome is
   safe). A batch that fails for a data reason is split per message; a message that still fails goes to dead_letters.
+- Commit receipts (:mod:`.receipts`, ``docs/mqtt.md``): after the commit and *before* the PUBACKs, one receipt per
+  gateway of the batch is published (QoS 1) on ``tbib/v1/gw/{id}/receipts``; paho sends it ahead of the acks on the same
+  connection. A crash between commit and receipt means a redelivery, a duplicate-free re-commit and a receipt. Batches
+  from gateways older than receipts get none (one warning per such gateway).
 - The session is persistent (stable ``client_id``, ``clean_start=False``): after a crash the broker redelivers what was
   not acknowledged. Acks of messages received on an older connection are dropped (the broker redelivers them).
 - :meth:`IngestWorker.stop` unsubscribes, drains what the broker already assigned to this session (a shared
@@ -49,6 +53,7 @@ from teleconsult.ingest.payload import (
     default_vocabulary,
     utc_now,
 )
+from teleconsult.ingest.receipts import Outcome, ReceiptBook, ReceiptForm, id_of_reason
 from teleconsult.ingest.writer import DeadLetter, prepare_connection, write_batch
 from teleconsult.store.enrolment import DeviceBinding, enrolment_map
 
@@ -86,6 +91,8 @@ class IngestConfig:
     """The enrolment map (with consent decisions) is reloaded at least this often while messages flow."""
     drain_timeout_s: float = 30.0
     """On stop, how long to keep committing what the broker already assigned to this session."""
+    receipts: ReceiptForm | None = "range"
+    """Commit receipts: ``"range"`` (batch names, default), ``"ids"`` (every committed id), ``None`` (none)."""
 
 
 class _Abandoned(Exception):
@@ -100,6 +107,10 @@ class _Incoming:
     topic: str
     payload: bytes
     decoded: Decoded | Rejected | None = None
+    refused: str | None = None
+    """Set when the database refused the whole message (poison isolation): every reading is a dead letter."""
+    bound_rejects: list[str] | None = None
+    """Readings refused at the device binding (not enrolled, consent withdrawn)."""
 
 
 @dataclass(slots=True)
@@ -139,6 +150,7 @@ class IngestWorker:
         self._unsubscribed = threading.Event()
         self._last_message_at = 0.0
         self._seen: dict[str, float] = {}
+        self._receipts = ReceiptBook(form=config.receipts or "range")
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -209,6 +221,7 @@ class IngestWorker:
         client.on_unsubscribe = lambda *_args: self._unsubscribed.set()
         client.on_message = self._on_message
         client.reconnect_delay_set(1, 5)
+        client.max_inflight_messages_set(1000)  # receipts (QoS 1) out while the broker's PUBACKs come back
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = self.config.session_expiry_s
         props.ReceiveMaximum = self.config.receive_maximum
@@ -325,6 +338,7 @@ class IngestWorker:
                 self.metrics.rejected += 1
                 continue
             lines, not_enrolled = copy_rows(d, self._bindings, work.latest, work.minutes)
+            m.bound_rejects = not_enrolled or None
             reasons = d.rejects + not_enrolled
             work.lines.append(lines)
             work.sent_at.append(d.sent_at)
@@ -384,10 +398,25 @@ class IngestWorker:
                     log.exception("batch could not be stored; left unacknowledged")
                     self.metrics.inflight -= len(work.messages)
                     continue
+                self._send_receipts(work.messages)
                 self._ack(work.messages)
         finally:
             if conn is not None:
                 await conn.close()
+
+    def _send_receipts(self, messages: list[_Incoming]) -> None:
+        """Publish the commit receipts of a committed batch (before its messages are acknowledged)."""
+        client = self._client
+        if client is None or self.config.receipts is None:
+            return
+        ids = self.config.receipts == "ids"
+        receipts, legacy = self._receipts.receipts(_outcome(m, ids=ids) for m in messages)
+        for gw in legacy:
+            log.warning("gateway %s sends batches without a batch name: old gateway, PUBACK mode, no receipts", gw)
+        for r in receipts:
+            client.publish(r.topic, r.payload, qos=1)
+            self.metrics.receipts += 1
+            self.metrics.receipt_bytes += len(r.payload)
 
     async def _connect(self) -> psycopg.AsyncConnection[Any]:
         conn = await psycopg.AsyncConnection.connect(self.config.dsn, autocommit=True, connect_timeout=5)
@@ -467,6 +496,7 @@ class IngestWorker:
                 raise
             except psycopg.Error as exc:
                 reason = f"refused by the database: {str(exc).strip()[:300]}"
+                m.refused = reason
                 gw = m.decoded.gateway_id if m.decoded is not None else None
                 await write_batch(conn, [], [self._dead(m, gw, reason)])
                 self.metrics.rejected += len(lines)
@@ -508,3 +538,24 @@ async def run(config: IngestConfig, *, metrics_port: int | None = None, metrics_
             server.close()
             with contextlib.suppress(Exception):
                 await server.wait_closed()
+
+
+def _outcome(m: _Incoming, *, ids: bool = False) -> Outcome:
+    """What a committed message's receipt says (pure bookkeeping in :mod:`.receipts`)."""
+    d = m.decoded
+    if d is None:
+        return Outcome(None, None)
+    if isinstance(d, Rejected):
+        return Outcome(d.gateway_id, d.batch, [(None, d.reason)])
+    if d.batch is None:
+        return Outcome(d.gateway_id, None)
+    if m.refused is not None:
+        every = [(r.reading_id, m.refused) for r in d.readings]
+        return Outcome(d.gateway_id, d.batch, every + [(i, m.refused) for i in d.reject_ids])
+    rejected = list(zip(d.reject_ids, d.rejects, strict=True))
+    if m.bound_rejects:
+        rejected += [(id_of_reason(r), r) for r in m.bound_rejects]
+    if not ids:
+        return Outcome(d.gateway_id, d.batch, rejected)
+    refused = {i for i, _r in rejected}
+    return Outcome(d.gateway_id, d.batch, rejected, [r.reading_id for r in d.readings if r.reading_id not in refused])

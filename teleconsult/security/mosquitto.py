@@ -5,7 +5,8 @@ PBKDF2-HMAC-SHA512 of the password over the raw 12-byte salt, 64 bytes long (mos
 ``pw_sha512_pbkdf2 = 7``, ``SALT_LEN 12``; ``mosquitto_passwd`` uses 101 iterations, any count is accepted).
 
 ACL file: service accounts get ``user`` blocks; every gateway is confined by two patterns (``%u`` = its username =
-its gateway id): write under ``tbib/v1/gw/%u/#``, read only ``tbib/v1/gw/%u/commands``.
+its gateway id): write under ``tbib/v1/gw/%u/#``, read only ``tbib/v1/gw/%u/commands`` and its own commit receipts
+``tbib/v1/gw/%u/receipts`` (``docs/mqtt.md``); the service accounts (ingest workers) write every gateway's receipts.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ USERNAME_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 GATEWAY_PATTERNS: Final = (
     "pattern write tbib/v1/gw/%u/#",
     "pattern read tbib/v1/gw/%u/commands",
+    "pattern read tbib/v1/gw/%u/receipts",
 )
 #: What a server-side service account (ingest worker, command publisher) may do.
 SERVICE_TOPICS: Final = (
@@ -33,6 +35,7 @@ SERVICE_TOPICS: Final = (
     "topic read tbib/v1/gw/+/status",
     "topic read tbib/v1/gw/+/events",
     "topic write tbib/v1/gw/+/commands",
+    "topic write tbib/v1/gw/+/receipts",
     "topic readwrite tbib/v1/internal/#",
 )
 
@@ -77,6 +80,8 @@ def render_acl_file(service_accounts: Iterable[str]) -> str:
         lines.append(f"user {check_username(user)}")
         lines.extend(SERVICE_TOPICS)
         lines.append("")
-    lines.append("# Every gateway (username = gateway id) may publish only under its own prefix and read its commands.")
+    lines.append(
+        "# Every gateway (username = gateway id) publishes only under its own prefix, reads its commands and receipts."
+    )
     lines.extend(GATEWAY_PATTERNS)
     return "\n".join(lines) + "\n"

@@ -30,7 +30,10 @@ from .conftest import OwnBroker
 REPO = Path(__file__).resolve().parents[2]
 
 
-def make_gateway(tmp_path: Path, url: str, sim: Any, gw: str, keepalive_s: int = 30, **batching: Any) -> Gateway:
+def make_gateway(
+    tmp_path: Path, url: str, sim: Any, gw: str, keepalive_s: int = 30, *, receipts: bool = False, **batching: Any
+) -> Gateway:
+    """A gateway over ``sim``; PUBACK mode unless ``receipts`` (these tests have no ingest behind the broker)."""
     settings = load_config(
         None,
         overrides={
@@ -40,6 +43,7 @@ def make_gateway(tmp_path: Path, url: str, sim: Any, gw: str, keepalive_s: int =
             "status_file": str(tmp_path / "status.json"),
             "outbox": {"path": str(tmp_path / "outbox.sqlite3")},
             "batching": {"max_readings": 50, "max_delay_ms": 100, **batching},
+            "receipts": {"enabled": receipts},
             "devices": [d.model_dump() for d in sim.devices],
         },
     )
@@ -228,6 +232,7 @@ def test_kill_9_mid_stream_then_restart_replays(
     sub = subscribe(*mqtt_host_port, f"tbib/v1/gw/{gw}/readings")
     outbox = tmp_path / "outbox.sqlite3"
     env = {**os.environ, "PYTHONPATH": str(REPO), "TBIB_GATEWAY_BATCHING__MAX_DELAY_MS": "700"}
+    env["TBIB_GATEWAY_RECEIPTS__ENABLED"] = "false"  # PUBACK mode: no ingest behind the broker
     base = [sys.executable, "-m", "gateway_agent.cli", "gateway", "run", "--simulate", "3", "--sim-kinds", "heart_rate"]
     base += ["--broker", mqtt_url, "--gateway-id", gw, "--outbox", str(outbox), "--status-file", str(tmp_path / "s")]
     first = spawn(base, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -92,7 +92,9 @@ async def test_publishes_everything_and_empties_outbox(tmp_path: Path, mqtt_host
     sub = subscribe(host, port, f"tbib/v1/gw/{gw}/#")
     box = Outbox(tmp_path / "o.sqlite3")
     ids = fill(box, 1050)
-    pub = MqttPublisher(box, params(host, port, gw), gateway_id=gw, max_readings=100, max_delay=0.05, window=4)
+    pub = MqttPublisher(
+        box, params(host, port, gw), gateway_id=gw, max_readings=100, max_delay=0.05, window=4, receipts=False
+    )
     await pub.start()
     async with asyncio.timeout(20):
         await pub.drain()
@@ -128,6 +130,7 @@ async def test_link_outage_nothing_lost_no_republish_after_puback(tmp_path: Path
         window=3,
         backoff=Backoff(initial=0.2, maximum=1.0),
         on_acked=acked.update,
+        receipts=False,
     )
     real_publish = pub._client.publish
 
@@ -204,6 +207,7 @@ async def test_refused_credentials_clear_error_and_backoff(tmp_path: Path, broke
         gateway_id="gw-auth",
         backoff=backoff,
         auth_backoff_floor=0.4,
+        receipts=False,
     )
     await bad.start()
     await until(lambda: bad.stats.connect_failures >= 3, 10)
@@ -218,6 +222,7 @@ async def test_refused_credentials_clear_error_and_backoff(tmp_path: Path, broke
         box,
         params("127.0.0.1", broker.port, "gw-auth", username="gw-auth", password="right-password"),
         gateway_id="gw-auth",
+        receipts=False,
     )
     await good.start()
     async with asyncio.timeout(10):
@@ -238,7 +243,10 @@ async def test_tls_listener_with_test_ca(tmp_path: Path, broker_factory, tls_fil
     box = Outbox(tmp_path / "o.sqlite3")
     ids = fill(box, 30)
     pub = MqttPublisher(
-        box, params("127.0.0.1", broker.port, "gw-tls", tls=True, ca_file=str(tls_files.ca)), gateway_id="gw-tls"
+        box,
+        params("127.0.0.1", broker.port, "gw-tls", tls=True, ca_file=str(tls_files.ca)),
+        gateway_id="gw-tls",
+        receipts=False,
     )
     await pub.start()
     async with asyncio.timeout(10):
@@ -256,6 +264,7 @@ async def test_tls_listener_with_test_ca(tmp_path: Path, broker_factory, tls_fil
         params("127.0.0.1", broker.port, "gw-tls2", tls=True, ca_file=str(other)),
         gateway_id="gw-tls2",
         backoff=Backoff(initial=0.1, maximum=0.2),
+        receipts=False,
     )
     await pub2.start()
     await until(lambda: pub2.stats.connect_failures >= 1, 5)
