@@ -44,7 +44,6 @@ from teleconsult.store.migrate import upgrade
 PASSWORD: Final = secrets.token_urlsafe(18)
 SECRET: Final = secrets.token_urlsafe(48)
 END: Final = datetime(2026, 12, 1, tzinfo=UTC)
-EVERYTHING_ROWS: Final = 7 * 86_400
 COPY_COLS: Final = "patient_id, device_id, metric, value, unit, measured_at, reading_id, group_id"
 
 
@@ -94,9 +93,9 @@ def _search_patient(p: uuid.UUID) -> Iterator[str]:
         yield f"{p}\t\\N\tdiastolic_bp\t{80 + i % 10}\tmm[Hg]\t{at}\t{_rid(5, i)}\t{group}\n"
 
 
-def _everything_patient(p: uuid.UUID) -> Iterator[str]:
-    start = END - timedelta(days=7)
-    for i in range(EVERYTHING_ROWS):
+def _everything_patient(p: uuid.UUID, days: int) -> Iterator[str]:
+    start = END - timedelta(days=days)
+    for i in range(days * 86_400):
         at = (start + timedelta(seconds=i)).isoformat()
         yield f"{p}\t\\N\theart_rate\t{60 + i % 30}\t/min\t{at}\t{_rid(6, i)}\t\\N\n"
 
@@ -119,7 +118,7 @@ def bulk_load(dsn: str, lines: Iterator[str], total: int) -> float:
     return time.perf_counter() - t0
 
 
-def setup(dsn: str, rows: int, background_patients: int) -> dict[str, Any]:
+def setup(dsn: str, rows: int, background_patients: int, days: int) -> dict[str, Any]:
     """Patients, devices, users, readings; returns ids and load timings."""
     from teleconsult.security import passwords
 
@@ -150,13 +149,13 @@ def setup(dsn: str, rows: int, background_patients: int) -> dict[str, Any]:
                 " values (%s, %s, now() - interval '1 day')",
                 (doc[0], p),
             )
-    fixed = 1100 + EVERYTHING_ROWS
+    fixed = 1100 + days * 86_400
     rest = max(0, rows - fixed)
     log(f"loading {rest + fixed:,} readings with COPY ({background_patients} background patients)")
 
     def all_lines() -> Iterator[str]:
         yield from _search_patient(search_p)
-        yield from _everything_patient(every_p)
+        yield from _everything_patient(every_p, days)
         yield from _background(background, rest)
 
     load_s = bulk_load(dsn, all_lines(), rest + fixed)
@@ -302,7 +301,7 @@ def import_bundles(patient: uuid.UUID, n_obs: int, size: int) -> list[bytes]:
 
 def run(dsn: str, args: argparse.Namespace) -> dict[str, Any]:
     """All phases; the result dict."""
-    ids = setup(dsn, args.rows, args.background_patients)
+    ids = setup(dsn, args.rows, args.background_patients, args.everything_days)
     server = Server(dsn)
     v = Validator()
     result: dict[str, Any] = {"rows": ids["rows"], "load_s": round(ids["load_s"], 1)}
@@ -353,8 +352,8 @@ def run(dsn: str, args: argparse.Namespace) -> dict[str, Any]:
             f"{result['search_filtered_p95_ms']} ms"
         )
         # $everything, 7 days at 1 Hz, paged
-        log("$everything: 7 days at 1 Hz, _count=1000, walking every page")
-        start = (END - timedelta(days=7)).date().isoformat()
+        log(f"$everything: {args.everything_days} days at 1 Hz, _count=1000, walking every page")
+        start = (END - timedelta(days=args.everything_days)).date().isoformat()
         t0 = time.perf_counter()
         ms, doc = timed_get(client, f"{base}/Patient/{ids['everything']}/$everything", start=start, _count="1000")
         v(doc)
@@ -443,6 +442,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--rows", type=int, default=5_000_000, help="readings in the database (default 5 000 000)")
     ap.add_argument("--background-patients", type=int, default=200, help="patients holding the other rows")
     ap.add_argument("--searches", type=int, default=100, help="repetitions of each search (default 100)")
+    ap.add_argument("--everything-days", type=int, default=7, help="days of 1 Hz heart rate for $everything (7)")
     ap.add_argument("--everything-pages", type=int, default=0, help="stop $everything after N pages (0: all)")
     ap.add_argument("--import-obs", type=int, default=50_000, help="Observations imported (default 50 000)")
     ap.add_argument("--clients", type=int, default=2, help="concurrent importing clients (default 2)")

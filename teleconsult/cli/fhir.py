@@ -120,7 +120,7 @@ async def export(
         for r in head:
             emit(r)
         while True:
-            page = await fstore.search_readings(conn, q, with_total=False)
+            page = await fstore.search_readings(conn, q)
             await conn.commit()
             for anchor in page.anchors:
                 emit(observation(anchor, page.companions.get(anchor.group_id, []) if anchor.group_id else []))

@@ -34,7 +34,11 @@ SEARCH_PARAMS: Final[Mapping[str, Mapping[str, tuple[str, str]]]] = MappingProxy
     }
 )
 #: result parameters accepted on searches
-RESULT_PARAMS: Final = {"_count": "page size, 1..1000 (default 100)", "_sort": "date or -date (default -date)"}
+RESULT_PARAMS: Final = {
+    "_count": "page size, 1..1000 (default 100)",
+    "_sort": "date or -date (default -date)",
+    "_total": "accurate (default) or none",
+}
 MAX_COUNT: Final = 1000
 DEFAULT_COUNT: Final = 100
 
@@ -44,8 +48,11 @@ def capability_statement(base: str, now: datetime, software_version: str) -> dic
 
     def params(rtype: str) -> list[dict[str, str]]:
         found = [{"name": n, "type": ty, "documentation": doc} for n, (ty, doc) in SEARCH_PARAMS[rtype].items()]
-        return found + [{"name": n, "type": "number" if n == "_count" else "string", "documentation": d}
-                        for n, d in RESULT_PARAMS.items()]  # fmt: skip
+        return found + [
+            {"name": n, "type": "number" if n == "_count" else "string", "documentation": d}
+            for n, d in RESULT_PARAMS.items()
+            if rtype == "Observation" or n != "_total"
+        ]
 
     resources: list[dict[str, Any]] = [
         {
@@ -56,7 +63,8 @@ def capability_statement(base: str, now: datetime, software_version: str) -> dic
                 {
                     "name": "everything",
                     "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
-                    "documentation": "start, end (dates), _count; patient, devices, observations, open alerts (Flag)",
+                    "documentation": "start, end, _count; patient, devices, open alerts (Flag), then observations"
+                    " (paged, oldest first; no total unless everything fits in one page)",
                 }
             ],
         },

@@ -17,7 +17,7 @@ import json
 import re
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
@@ -59,6 +59,8 @@ class ObservationQuery:
     descending: bool
     cursor: Cursor | None
     snapshot: datetime
+    want_total: bool
+    """``_total=none`` (and ``$everything``) turns the count off: ``total`` only when the result fits in one page."""
     params: tuple[tuple[str, str], ...]
     """The search parameters as given, without ``_page`` (to build the paging links)."""
 
@@ -170,6 +172,7 @@ def observation_query(
     count = MAX_COUNT if everything else DEFAULT_COUNT
     descending = not everything
     cursor: Cursor | None = None
+    want_total = not everything
     kept: list[tuple[str, str]] = []
     for name, value in params:
         if name not in allowed:
@@ -201,6 +204,10 @@ def observation_query(
             if value not in {"date", "-date"}:
                 raise InvalidSearchError("_sort supports date and -date", param="_sort")
             descending = value == "-date"
+        elif name == "_total":
+            if value not in {"none", "accurate"}:
+                raise InvalidSearchError("_total supports none and accurate", param="_total")
+            want_total = value == "accurate"
         elif name == PAGE_PARAM:
             cursor = decode_cursor(value)
         elif name == FORMAT_PARAM:
@@ -219,6 +226,7 @@ def observation_query(
         descending=descending,
         cursor=cursor,
         snapshot=cursor.snapshot if cursor else now,
+        want_total=want_total,
         params=tuple(kept),
     )
 
@@ -233,11 +241,6 @@ def prev_cursor(q: ObservationQuery, keys: Sequence[tuple[datetime, uuid.UUID]],
     """The cursor of the page before the one whose first key is ``keys[0]``."""
     at, rid = keys[0]
     return Cursor(at, rid, False, q.snapshot, total)
-
-
-def with_total(q: ObservationQuery, total: int) -> ObservationQuery:
-    """``q`` with ``total`` remembered in its cursor (pages after the first carry it)."""
-    return q if q.cursor is None else replace(q, cursor=replace(q.cursor, total=total))
 
 
 @dataclass(frozen=True, slots=True)

@@ -199,8 +199,11 @@ async def count_readings(conn: Conn, q: ObservationQuery) -> int:
     return int(row[0]) if row else 0
 
 
-async def search_readings(conn: Conn, q: ObservationQuery, *, with_total: bool = True) -> Page:
-    """The page of ``q``: keyset on ``(measured_at, reading_id)`` after/before its cursor."""
+async def search_readings(conn: Conn, q: ObservationQuery) -> Page:
+    """The page of ``q``: keyset on ``(measured_at, reading_id)`` after/before its cursor.
+
+    ``total``: carried by the cursor after the first page; on the first page the page size when everything fits in it,
+    else a count (only when ``q.want_total``)."""
     if not q.metrics:
         return Page([], {}, False, 0)
     await _no_jit(conn)
@@ -227,7 +230,9 @@ async def search_readings(conn: Conn, q: ObservationQuery, *, with_total: bool =
     if not forward:
         rows.reverse()
     total = q.cursor.total if q.cursor is not None else None
-    if total is None and with_total:
+    if q.cursor is None and not has_more:
+        total = len(rows)
+    elif total is None and q.want_total and q.cursor is None:
         total = await count_readings(conn, q)
     return Page(rows, await companions(conn, rows), has_more, total)
 

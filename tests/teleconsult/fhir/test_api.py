@@ -54,6 +54,7 @@ def test_metadata_lists_what_is_implemented(fhir_env: Env) -> None:
         "category",
         "_count",
         "_sort",
+        "_total",
     }
     assert {i["code"] for i in cs["rest"][0]["interaction"]} == {"transaction", "batch"}
 
@@ -207,6 +208,15 @@ def test_paging_is_stable_while_readings_arrive(fhir_env: Env) -> None:
     # a new search sees the new readings
     assert ok(get(fhir_env, "Observation", patient=str(p1), code="2708-6", _count="1"))["total"] == N_SPO2 + 4
     fhir_env.sql("delete from readings where reading_id = any(%s)", ([r[6] for r in late],))
+
+
+def test_total_none_and_single_page_total(fhir_env: Env) -> None:
+    p1 = str(fhir_env.seeded.p1)
+    b = ok(get(fhir_env, "Observation", patient=p1, code="2708-6", _count="10", _total="none"))
+    assert "total" not in b
+    assert len(b["entry"]) == 10
+    assert ok(get(fhir_env, "Observation", patient=p1, code="8310-5"))["total"] == 1  # one page: no count needed
+    assert_outcome(get(fhir_env, "Observation", patient=p1, _total="estimate"), 400)
 
 
 def test_everything(fhir_env: Env) -> None:
