@@ -10,7 +10,8 @@ Rules (names are the alert's ``rule``)
 - thresholds (``rules.ThresholdRule``; per-patient overrides by name; hysteresis; minimum duration);
 - ``news2``: NEWS2 over the newest observation of each parameter measured within ``news2_freshness``; raised for risk
   low-medium (severity low), medium, high; a partial score is marked in ``details`` and never clears an alert raised on
-  a parameter that is now missing (missing is not normal);
+  a parameter that is now missing (missing is not normal). Scored once per patient for a run of consecutive
+  :meth:`Engine.receive` calls, before any other call (a batch of readings costs one score per patient);
 - trends (``rules.TrendRule``);
 - ``no_data:<metric>``: the patient did not measure within the expected interval while the gateway is online;
 - ``gateway_offline``: the patient's gateway has been offline for ``gateway_offline_after`` (no-data alerts are held
@@ -102,6 +103,7 @@ class Engine:
         self._latest: dict[tuple[str, str], tuple[datetime, float]] = {}  # (patient, metric) -> newest
         self._history: dict[tuple[str, str], Series] = {}
         self._news2_obs: dict[tuple[str, str], tuple[datetime, float]] = {}  # (patient, news2 param) -> newest
+        self._news2_due: dict[str, datetime] = {}  # patients to score, with the ``now`` of their last reading
         self._patient_gateway: dict[str, str] = {}
         self._gateways: dict[str, _Gateway] = {}
         self._no_data_suppressed: set[AlertKey] = set()  # resolved by a clinician: wait for fresh data
@@ -118,21 +120,32 @@ class Engine:
 
     def next_event(self) -> AlertEvent | None:
         """The oldest undrained event, or None."""
+        self._settle()
         return self._events.popleft() if self._events else None
 
     def get_timer(self) -> datetime | None:
         """When :meth:`handle_timer` must next be called (None: no timer)."""
+        self._settle()
         return self._timers.next()
 
     def open_alerts(self) -> dict[AlertKey, Severity]:
         """The open alerts and their severities (for inspection and tests)."""
+        self._settle()
         return {k: a.severity for k, a in self._alerts.items()}
+
+    def _settle(self) -> None:
+        """Score NEWS2 once per patient for a run of consecutive :meth:`receive` calls (before any other call), on
+        the newest observations: a batch of readings costs one score per patient, not one per reading."""
+        while self._news2_due:
+            pid = next(iter(self._news2_due))
+            self._news2(pid, self._news2_due.pop(pid))
 
     # ---- configuration and restore ------------------------------------------------------------------------------
 
     def set_patient(self, profile: PatientProfile, now: datetime) -> None:
         """Configure (or reconfigure) a patient; monitoring for no-data starts at ``now`` if it had not started."""
         check_time("now", now)
+        self._settle()
         self._profiles[profile.patient_id] = profile
         self._monitor_start.setdefault(profile.patient_id, now)
         if profile.gateway_id is not None:
@@ -143,6 +156,7 @@ class Engine:
     def restore(self, alerts: Iterable[OpenAlert], now: datetime) -> None:
         """Adopt the open alerts of the store (at start, before any reading): no event is emitted for them."""
         check_time("now", now)
+        self._settle()
         for a in alerts:
             self._alerts[a.key] = _Alert(a.severity, a.raised_at, a.acknowledged, a.escalated, dict(a.details))
             self._arm_escalation(a.key)
@@ -152,6 +166,7 @@ class Engine:
     def acknowledge(self, key: AlertKey, now: datetime) -> bool:
         """A clinician acknowledged the alert: no escalation. False when no such open alert."""
         check_time("now", now)
+        self._settle()
         alert = self._alerts.get(key)
         if alert is None:
             return False
@@ -162,6 +177,7 @@ class Engine:
     def resolve(self, key: AlertKey, now: datetime) -> bool:
         """A clinician resolved the alert: it is closed; the rule re-raises only on a new occurrence."""
         check_time("now", now)
+        self._settle()
         if self._alerts.pop(key, None) is None:
             return False
         self._cancel(_ESCALATE, key)
@@ -200,7 +216,8 @@ class Engine:
             held = self._news2_obs.get((pid, param))
             if held is None or r.measured_at >= held[0]:
                 self._news2_obs[(pid, param)] = (r.measured_at, r.value)
-            self._news2(pid, now)
+            self._news2_due.pop(pid, None)  # re-inserted: patients are scored in the order of their last reading
+            self._news2_due[pid] = now
         profile = self._profiles.get(pid)
         if profile is not None and metric in profile.expected_intervals:
             key = AlertKey(pid, NO_DATA_PREFIX + metric)
@@ -212,6 +229,7 @@ class Engine:
     def gateway_status(self, gateway_id: str, online: bool, now: datetime) -> None:
         """The gateway's retained status topic changed (``online`` on connect, ``offline`` as its Last Will)."""
         check_time("now", now)
+        self._settle()
         gw = self._gateways.setdefault(gateway_id, _Gateway())
         if gw.online is online:
             return
@@ -231,6 +249,7 @@ class Engine:
     def handle_timer(self, now: datetime) -> None:
         """Run every timer due at ``now``."""
         check_time("now", now)
+        self._settle()
         for kind, key in self._timers.due(now):
             if kind == _PENDING:
                 assert isinstance(key, AlertKey)

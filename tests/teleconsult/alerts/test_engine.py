@@ -387,6 +387,27 @@ def test_news2_single_three_then_medium_then_clear() -> None:
     assert kinds(feed(engine, "spo2", 97, 50)) == [("cleared", "news2", "low")]
 
 
+def test_news2_scored_once_per_patient_for_a_batch_of_readings() -> None:
+    engine = news2_engine()
+    # one ingest batch: two patients, several observations each; the score uses the newest of each parameter
+    for metric, value, t, patient in [("spo2", 97, 0, P), ("spo2", 91, 1, "p2"), ("pulse_rate", 115, 2, P),
+                                      ("spo2", 91, 3, P), ("pulse_rate", 80, 4, "p2")]:  # fmt: skip
+        engine.receive(reading(metric, value, s(t), patient=patient), s(t))
+    events = drain(engine)
+    assert [(e.key.patient_id, e.kind.value, e.severity.value, e.details["total"]) for e in events] == [
+        (P, "raised", "medium", 5),  # spo2 91 (3) + pulse 115 (2): one event, not one per reading
+        ("p2", "raised", "low", 3),  # patients in the order of their last reading (P at 3 s, p2 at 4 s)
+    ]
+
+
+def test_news2_of_a_batch_is_settled_before_a_clinician_action() -> None:
+    engine = news2_engine()
+    engine.receive(reading("spo2", 91, s(0)), s(0))
+    assert engine.acknowledge(AlertKey(P, "news2"), s(1))  # the alert exists by then, though not yet drained
+    assert kinds(drain(engine)) == [("raised", "news2", "low")]
+    assert engine.get_timer() is None  # acknowledged: no escalation timer
+
+
 def test_news2_stale_observations_are_missing_and_do_not_clear() -> None:
     engine = news2_engine()
     feed(engine, "spo2", 91, 0)
