@@ -203,6 +203,21 @@ async def test_every_range_updates_live_without_reload(stack: Stack, browser: An
         assert await page.evaluate(f'window.__chart === document.querySelector("{chart}")'), rng
         assert len(history_requests) == requests, rng  # merged client side, not reloaded
         assert int(await page.get_attribute(chart, "data-live") or 0) >= 1
+    # The page's own module: a silence breaks the line (a null between the two runs of data), live merging included.
+    gaps = await page.evaluate(
+        """async () => {
+            const m = await import("/app/js/patient.js");
+            const s = { metric: "spo2", t: [0, 60, 120, 180, 240], v: [97, 96, 97, 95, 96], bucket_s: 60, tail: null };
+            for (const [ts, v] of [[7200, 94], [7230, 91], [7250, 95]]) m.mergeLive(s, ts, v, 86400, ts);
+            const [xs, ys] = m.align([s]);
+            return { xs, ys };
+        }"""
+    )
+    xs, ys = gaps["xs"], gaps["ys"]
+    assert ys.count(None) == 1  # one break, in the two-hour silence
+    assert 240 < xs[ys.index(None)] < 7230
+    # the live minute 7 200-7 260 s is drawn as its minimum and its maximum (= latest); 94 was neither
+    assert (xs[-2:], ys[-2:]) == ([7230, 7250], [91, 95])
     assert errors == []
     await context.close()
 
