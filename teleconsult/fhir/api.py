@@ -23,10 +23,20 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from teleconsult.api.deps import CurrentUser, DbPool, Pool, authorize_patient, client_addr, route_template
+from teleconsult.api.deps import (
+    CurrentAdmin,
+    CurrentUser,
+    DbPool,
+    Pool,
+    audit,
+    authorize_patient,
+    client_addr,
+    route_template,
+)
 from teleconsult.errors import AuthenticationError, AuthorizationError, NotFoundError, TeleconsultError
 from teleconsult.fhir import bundle, search
 from teleconsult.fhir import store as fstore
+from teleconsult.fhir.audit_event import audit_event_resource
 from teleconsult.fhir.capability import capability_statement
 from teleconsult.fhir.errors import FhirError, InvalidResourceError, ResourceNotFoundError
 from teleconsult.fhir.observation import is_anchor, observation
@@ -267,6 +277,32 @@ async def everything(request: Request, patient_id: str, user: CurrentUser, pool:
     matches = includes + _observations(page)
     total = None if page.total is None else page.total + len(includes)
     return FhirResponse(bundle.searchset(base_url(request), matches, total=total, links=links, now=now))
+
+
+@router.get("/AuditEvent", summary="A patient's audit trail (admins only)")
+async def audit_events(request: Request, user: CurrentAdmin, pool: Pool) -> FhirResponse:
+    """``patient`` (required), ``_count`` (1..1000, default 100); newest first, ``next`` pages older rows."""
+    params = list(request.query_params.multi_items())
+    patient_id, count, before = search.audit_query(params)
+    await audit(
+        pool,
+        user,
+        action=audit_log.READ,
+        resource=route_template(request),
+        outcome=audit_log.ALLOWED,
+        patient_id=patient_id,
+        client_addr=client_addr(request),
+        detail={"search": "AuditEvent"},
+    )
+    async with pool.connection() as conn:
+        rows = await audit_log.events_for_patient(conn, patient_id, limit=count + 1, before_id=before)
+    links = {"self": str(request.url)}
+    if len(rows) > count:
+        rows = rows[:count]
+        kept = [(k, v) for k, v in params if k != search.PAGE_PARAM]
+        links["next"] = f"{base_url(request)}/AuditEvent?{urlencode([*kept, (search.PAGE_PARAM, str(rows[-1].id))])}"
+    resources = [audit_event_resource(r) for r in rows]
+    return FhirResponse(bundle.searchset(base_url(request), resources, total=None, links=links, now=_now()))
 
 
 @router.post("", summary="Import a transaction or batch Bundle of Observations (+ Devices)")

@@ -25,6 +25,12 @@ SEARCH_PARAMS: Final[Mapping[str, Mapping[str, tuple[str, str]]]] = MappingProxy
                 "category": ("token", "vital-signs, laboratory, exam, activity"),
             }
         ),
+        "AuditEvent": MappingProxyType(
+            {
+                "patient": ("reference", "Patient/<id> or <id> (required; admins only)"),
+                "entity": ("reference", "same as patient"),
+            }
+        ),
         "Patient": MappingProxyType(
             {
                 "identifier": ("token", "system|value (e.g. the CIN) or the tbib id urn:ietf:rfc:3986|urn:uuid:<id>"),
@@ -79,6 +85,15 @@ def capability_statement(base: str, now: datetime, software_version: str) -> dic
             "interaction": [{"code": "read"}, {"code": "search-type"}],
             "conditionalCreate": True,
             "searchParam": params("Observation"),
+        },
+        {
+            "type": "AuditEvent",
+            "interaction": [{"code": "search-type"}],
+            "searchParam": [
+                {"name": n, "type": ty, "documentation": doc} for n, (ty, doc) in SEARCH_PARAMS["AuditEvent"].items()
+            ]
+            + [{"name": "_count", "type": "number", "documentation": RESULT_PARAMS["_count"]}],
+            "documentation": "the audit trail of a patient's record, newest first (admins only)",
         },
         {"type": "Flag", "documentation": "open alerts, returned by Patient/$everything"},
     ]

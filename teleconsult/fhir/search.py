@@ -272,3 +272,26 @@ def patient_query(params: Iterable[tuple[str, str]]) -> PatientQuery:
     if identifier is None and ids is None:
         raise InvalidSearchError("Patient search needs identifier or _id", param="identifier")
     return PatientQuery(identifier, ids)
+
+
+def audit_query(params: Iterable[tuple[str, str]]) -> tuple[uuid.UUID, int, int | None]:
+    """``AuditEvent?patient=<id>&_count=&_page=`` -> (patient id, page size, audit row id to page before)."""
+    patient_id: uuid.UUID | None = None
+    count = DEFAULT_COUNT
+    before: int | None = None
+    for name, value in params:
+        if name in {"patient", "entity"}:
+            patient_id = _patient_ref(value, name)
+        elif name == "_count":
+            count = _count(value)
+        elif name == PAGE_PARAM:
+            if not value.isdigit() or not 0 < int(value) < 2**63:
+                raise InvalidSearchError("invalid paging token", param=PAGE_PARAM)
+            before = int(value)
+        elif name == FORMAT_PARAM:
+            _check_format(value)
+        else:
+            raise InvalidSearchError(f"unknown or unsupported search parameter {name[:40]!r}", param=name[:40])
+    if patient_id is None:
+        raise InvalidSearchError("patient is required (AuditEvent?patient=<id>)", param="patient")
+    return patient_id, count, before

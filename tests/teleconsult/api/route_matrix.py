@@ -227,6 +227,7 @@ MATRIX: dict[tuple[str, str], Entry] = {
     ("GET", "/fhir/r4/Observation"): Entry(care_team(), query=lambda ctx: {"patient": str(ctx.patient_id)}),
     ("GET", "/fhir/r4/Patient/{patient_id}/$everything"): Entry(care_team()),
     ("POST", "/fhir/r4"): Entry(care_team(), body=fhir.transaction_body),
+    ("GET", "/fhir/r4/AuditEvent"): Entry(admin_only(), query=lambda ctx: {"patient": str(ctx.patient_id)}),
     **{
         (method, "/fhir/r4/{path:path}"): Entry(public(404), params={"path": lambda ctx: "Encounter/1"})
         for method in ("GET", "POST", "PUT", "PATCH", "DELETE")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from fhir.resources.R4B.auditevent import AuditEvent
 from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.capabilitystatement import CapabilityStatement
 from fhir.resources.R4B.device import Device
@@ -39,6 +40,7 @@ MODELS: dict[str, Any] = {
     "Bundle": Bundle,
     "OperationOutcome": OperationOutcome,
     "CapabilityStatement": CapabilityStatement,
+    "AuditEvent": AuditEvent,
 }
 
 

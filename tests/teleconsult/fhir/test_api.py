@@ -45,7 +45,7 @@ def test_metadata_lists_what_is_implemented(fhir_env: Env) -> None:
     assert cs["resourceType"] == "CapabilityStatement"
     assert cs["fhirVersion"] == "4.0.1"
     by_type = {r["type"]: r for r in cs["rest"][0]["resource"]}
-    assert set(by_type) == {"Patient", "Device", "Observation", "Flag"}
+    assert set(by_type) == {"Patient", "Device", "Observation", "Flag", "AuditEvent"}
     assert {p["name"] for p in by_type["Observation"]["searchParam"]} == {
         "patient",
         "subject",
@@ -239,3 +239,23 @@ def test_everything(fhir_env: Env) -> None:
     assert_outcome(get(fhir_env, f"Patient/{s.p2}/$everything"), 403)
     assert_outcome(get(fhir_env, f"Patient/{s.p1}/$everything", code="x"), 400)
     assert audit_count(fhir_env, "GET /fhir/r4/Patient/{patient_id}/$everything") >= 3
+
+
+def test_audit_events_for_admins(fhir_env: Env) -> None:
+    p1 = fhir_env.seeded.p1
+    ok(get(fhir_env, f"Patient/{p1}", who="nurse"))
+    b = ok(get(fhir_env, "AuditEvent", who="admin", patient=str(p1), _count="2"))
+    assert len(b["entry"]) == 2
+    newest = b["entry"][0]["resource"]
+    assert newest["entity"][0]["description"] == "GET /fhir/r4/AuditEvent"  # reading the audit trail is audited
+    second = b["entry"][1]["resource"]
+    assert second["action"] == "R"
+    assert second["outcome"] == "0"
+    assert second["agent"][0]["who"]["display"] == "f-nurse"
+    assert second["entity"][0]["what"] == {"reference": f"Patient/{p1}"}
+    nxt = next(link["url"] for link in b["link"] if link["relation"] == "next")
+    older = ok(get(fhir_env, nxt, who="admin"))
+    assert int(older["entry"][0]["resource"]["id"]) < int(second["id"])
+    assert_outcome(get(fhir_env, "AuditEvent", who="doctor", patient=str(p1)), 403)
+    assert_outcome(get(fhir_env, "AuditEvent", who=None, patient=str(p1)), 401)
+    assert_outcome(get(fhir_env, "AuditEvent", who="admin"), 400)
