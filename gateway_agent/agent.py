@@ -89,7 +89,7 @@ class Gateway:
             spot_recheck_s=spot_recheck_s,
         )
         self.status_interval = status_interval
-        self.flush_timeout = 3.0
+        self.flush_timeout = settings.stop_flush_s
         """At stop, seconds to wait for the PUBACKs of what is still in the outbox (the rest is replayed next run)."""
         self.started_at = datetime.now(UTC)
 

@@ -141,6 +141,8 @@ class GatewaySettings(BaseSettings):
     batching: Batching = Batching()
     outbox: OutboxSettings = OutboxSettings()
     receipts: ReceiptSettings = ReceiptSettings()
+    stop_flush_s: float = Field(default=3.0, ge=0, le=3600)
+    """At a clean stop, seconds to wait for what is still in the outbox to be receipted (the rest is sent next run)."""
 
     @field_validator("gateway_id")
     @classmethod

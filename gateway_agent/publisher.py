@@ -422,6 +422,13 @@ class MqttPublisher:
                 continue
             pump = asyncio.create_task(self._pump())
             try:
+                try:
+                    async with asyncio.timeout(self.params.connect_timeout):
+                        await self._connected_or_lost()
+                except TimeoutError:  # TCP up, no CONNACK (a broker restarting, paused): drop it and retry
+                    log.warning("no CONNACK within %.0f s: reconnecting", self.params.connect_timeout)
+                    self._client.disconnect()
+                    self._link_lost.set()
                 await self._link_lost.wait()
             finally:
                 pump.cancel()
@@ -431,6 +438,15 @@ class MqttPublisher:
             if self.state is LinkState.CONNECTED:
                 self.state = LinkState.DISCONNECTED
             await self._sleep_backoff()
+
+    async def _connected_or_lost(self) -> None:
+        lost = asyncio.create_task(self._link_lost.wait())
+        up = asyncio.create_task(self._connected.wait())
+        try:
+            await asyncio.wait({lost, up}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            lost.cancel()
+            up.cancel()
 
     def _connect_blocking(self) -> None:
         p = self.params

@@ -32,6 +32,7 @@ COMMANDS: Final[tuple[tuple[str, str], ...]] = (
     ("pki", "teleconsult.cli.pki"),
     ("services", "teleconsult.cli.services"),
     ("fhir", "teleconsult.cli.fhir"),
+    ("chaos", "teleconsult.chaos.cli"),
 )
 
 

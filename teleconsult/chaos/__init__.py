@@ -1,0 +1,1 @@
+"""``tbib chaos``: real engines, real processes, a seeded schedule of faults, and an exactly-once verdict."""
