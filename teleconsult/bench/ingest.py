@@ -11,7 +11,11 @@ One run, all on this machine (broker + ingest + database), measured end to end:
    histograms.
 5. Baselines on the same table: raw ``COPY`` of the same rows (``copy_limit_readings_per_s``) and one autocommit
    ``INSERT`` per reading (``naive_readings_per_s``).
-6. ``lost`` / ``duplicated``: every stored id is compared with the deterministic ids sent; ``history_p95_ms``: p95 of
+6. Commit receipts (``docs/mqtt.md``): the steady phase is run twice in a row, first with batches without a name (old
+   gateways: no receipts), then with named batches (a receipt per gateway per transaction, delivered to one subscriber
+   of ``tbib/v1/gw/+/receipts``), then once more with the workers restarted in the plain-id receipt form
+   (``--no-receipt-ids`` skips it): ``receipts`` in the result compares throughput, CPU and bytes per receipt.
+7. ``lost`` / ``duplicated``: every stored id is compared with the deterministic ids sent; ``history_p95_ms``: p95 of
    1 000-point chart queries (:func:`teleconsult.store.readings.history`) over the benchmark patients' data.
 The last stdout line is one JSON object.
 """
@@ -42,11 +46,12 @@ import numpy as np
 import psycopg
 
 from teleconsult.bench.loadgen import Job, cpu_seconds_by_role, publisher_process
+from teleconsult.bench.receipts import ReceiptSink, receipt_summary
 from teleconsult.ingest.metrics import LATENCY_BUCKETS, quantile_from_buckets
 from teleconsult.store.migrate import upgrade
 
 REPO: Final = Path(__file__).resolve().parents[2]
-TAGS: Final = {"steady": 0x51, "backlog": 0xBA, "latency": 0x1A}
+TAGS: Final = {"steady": 0x51, "backlog": 0xBA, "latency": 0x1A, "steady_receipts": 0x52, "steady_receipts_ids": 0x53}
 
 
 def log(msg: str) -> None:
@@ -183,8 +188,11 @@ def run_phase(
     per_message: int,
     seconds: float,
     rate: float | None,
+    named: bool = False,
 ) -> dict[str, Any]:
-    """Publish for ``seconds``, wait until the workers committed everything; rates and latency."""
+    """Publish for ``seconds``, wait until the workers committed everything; rates and latency.
+
+    ``named``: batches carry a batch name, so the workers publish commit receipts (``docs/mqtt.md``)."""
     url = urlsplit(mqtt_url)
     assert url.hostname is not None
     start_epoch = (datetime.now(UTC) - timedelta(days=1)).timestamp() + TAGS[name]
@@ -203,6 +211,7 @@ def run_phase(
             seconds,
             None if rate is None else rate / publishers,
             start_epoch,
+            named=named,
         )
         p = ctx.Process(target=publisher_process, args=(job, go, results), daemon=True)
         p.start()
@@ -253,6 +262,10 @@ def run_phase(
         "cpu_us_per_reading": {k: round(v / max(readings, 1) * 1e6, 2) for k, v in used.items()},
         "cpu_cores_busy": {k: round(v / elapsed, 2) for k, v in used.items()},
         "batches": int(after.get("tbib_ingest_batches_total", 0) - before.get("tbib_ingest_batches_total", 0)),
+        "receipts": int(after.get("tbib_ingest_receipts_total", 0) - before.get("tbib_ingest_receipts_total", 0)),
+        "receipt_bytes": int(
+            after.get("tbib_ingest_receipt_bytes_total", 0) - before.get("tbib_ingest_receipt_bytes_total", 0)
+        ),
         "sent": sent,
         "tag": TAGS[name],
     }
@@ -357,6 +370,39 @@ def history_p95(dsn: str, gateways: list[tuple[int, str, str, uuid.UUID]], queri
     return float(np.percentile(timings, 95)), points
 
 
+def start_workers(
+    dsn: str, mqtt_url: str, share: str, ports: list[int], batch: int, receipts: str
+) -> list[subprocess.Popen[bytes]]:
+    """``tbib ingest`` processes on one shared subscription, each serving its metrics; waits until subscribed."""
+    workers = [
+        subprocess.Popen(  # noqa: S603 - our own CLI
+            [sys.executable, "-m", "teleconsult.cli.main", "ingest", "--dsn", dsn, "--mqtt-url", mqtt_url,
+             "--client-id", f"{share}-w{i}", "--topic", f"$share/{share}/tbib/v1/gw/+/readings",
+             "--metrics-port", str(port), "--batch", str(batch), "--receipts", receipts],
+            cwd=REPO,
+        )
+        for i, port in enumerate(ports)
+    ]  # fmt: skip
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            if all(scrape(p).get("tbib_ingest_mqtt_reconnects_total", 0) >= 1 for p in ports):
+                break
+        except OSError:
+            pass
+        time.sleep(0.2)
+    time.sleep(0.5)
+    return workers
+
+
+def stop_workers(workers: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM (a worker drains and acknowledges what it holds), then wait."""
+    for w in workers:
+        w.terminate()
+    for w in workers:
+        w.wait(30)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; the last stdout line is the JSON result."""
     ap = argparse.ArgumentParser(prog="tbib bench ingest", description=__doc__.split("\n\n")[0])
@@ -372,6 +418,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--plain", action="store_true", help="plain PostgreSQL schema instead of TimescaleDB")
     ap.add_argument("--keep-db", action="store_true", help="do not drop the benchmark database")
     ap.add_argument("--json", action="store_true", help="print only the JSON result on stdout")
+    ap.add_argument(
+        "--no-receipt-ids",
+        dest="receipt_ids",
+        action="store_false",
+        help="skip the steady phase with plain-id receipts (workers restarted with --receipts ids)",
+    )
     args = ap.parse_args(argv)
 
     server_dsn = args.dsn or project_dsn()
@@ -388,30 +440,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         gateways = enrol(dsn, args.gateways)
         share = f"bench-{uuid.uuid4().hex[:6]}"
         ports = [free_port() for _ in range(args.workers)]
-        for i, port in enumerate(ports):
-            workers.append(
-                subprocess.Popen(  # noqa: S603 - our own CLI
-                    [sys.executable, "-m", "teleconsult.cli.main", "ingest", "--dsn", dsn, "--mqtt-url", mqtt_url,
-                     "--client-id", f"{share}-w{i}", "--topic", f"$share/{share}/tbib/v1/gw/+/readings",
-                     "--metrics-port", str(port), "--batch", str(args.batch)],
-                    cwd=REPO,
-                )
-            )  # fmt: skip
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            try:
-                if all(scrape(p).get("tbib_ingest_mqtt_reconnects_total", 0) >= 1 for p in ports):
-                    break
-            except OSError:
-                pass
-            time.sleep(0.2)
-        time.sleep(0.5)
+        workers = start_workers(dsn, mqtt_url, share, ports, args.batch, "range")
         log(f"{args.workers} workers up; database {name}; broker {mqtt_url}")
+        sink = ReceiptSink(mqtt_url)  # stands for the gateways' receipt subscriptions (broker fan-out cost)
         cpu = CpuMeter(dsn, [w.pid for w in workers], broker.proc.pid if broker else None)
         common: dict[str, Any] = {"publishers": args.publishers, "cpu": cpu}
+        # without receipts (batches without a name: old gateways, PUBACK mode), then the same load with them
         steady = run_phase(
             "steady", mqtt_url, gateways, ports, per_message=10, seconds=args.seconds, rate=None, **common
         )
+        with_receipts = run_phase(
+            "steady_receipts", mqtt_url, gateways, ports, per_message=10, seconds=args.seconds, rate=None,
+            named=True, **common,
+        )  # fmt: skip
         backlog = run_phase(
             "backlog",
             mqtt_url,
@@ -426,11 +467,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         latency = run_phase(
             "latency", mqtt_url, gateways, ports, per_message=10, seconds=args.latency_seconds, rate=half, **common
         )
-        for w in workers:
-            w.terminate()
-        for w in workers:
-            w.wait(30)
-        lost, duplicated, unexpected = verify(dsn, [steady, backlog, latency])
+        ids_phase: dict[str, Any] | None = None
+        if args.receipt_ids:  # the plain-id receipt form needs workers started with --receipts ids
+            stop_workers(workers)
+            workers = start_workers(dsn, mqtt_url, share, ports, args.batch, "ids")
+            cpu.workers = [w.pid for w in workers]
+            ids_phase = run_phase(
+                "steady_receipts_ids", mqtt_url, gateways, ports, per_message=10, seconds=args.seconds, rate=None,
+                named=True, **common,
+            )  # fmt: skip
+        stop_workers(workers)
+        sink_received = sink.close()
+        phases = [steady, with_receipts, backlog, latency] + ([ids_phase] if ids_phase else [])
+        lost, duplicated, unexpected = verify(dsn, phases)
         copy_rate, copy_cpu_us = copy_limit(dsn, gateways, min(steady["readings"], 300_000))
         naive_rate = naive(dsn, 2.0)
         hist_p95, points = history_p95(dsn, gateways, 20)
@@ -467,8 +516,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "steady_p99_publish_to_commit_ms": steady["p99_ms"],
         "history_p95_ms": round(hist_p95, 1),
         "history_points": points,
-        "readings_total": steady["readings"] + backlog["readings"] + latency["readings"],
+        "readings_total": sum(p["readings"] for p in phases),
+        "receipts": receipt_summary(steady, with_receipts, ids_phase, sink_received),
         "steady": {k: v for k, v in steady.items() if k not in ("sent", "tag")},
+        "steady_receipts": {k: v for k, v in with_receipts.items() if k not in ("sent", "tag")},
         "backlog": {k: v for k, v in backlog.items() if k not in ("sent", "tag")},
         "workers": args.workers,
         "publishers": args.publishers,

@@ -35,6 +35,8 @@ class Job:
     start_epoch: float
     """measured_at of seq 0 (seconds since the epoch); reading seq is measured at start_epoch + seq / 10."""
     max_inflight: int = 1000
+    named: bool = False
+    """Name each batch (``"batch": {"epoch", "seq"}``) as a gateway with commit receipts does (``docs/mqtt.md``)."""
 
 
 def reading_id(tag: int, gw_index: int, seq: int) -> uuid.UUID:
@@ -65,7 +67,13 @@ def build_message(job: Job, gw_index: int, gateway_id: str, address: str, first_
             f'"unit":"{unit}","measured_at":"{t}","device_time":null,"received_at":"{t}","group":null,"flags":null}}'
         )
     sent_at = datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-    return (f'{{"v":1,"gateway_id":"{gateway_id}","sent_at":"{sent_at}","readings":[' + ",".join(parts) + "]}").encode()
+    named = (
+        f'"batch":{{"epoch":"{job.tag:08x}{gw_index:08x}","seq":[{first_seq + 1},{first_seq + job.per_message}]}},'
+        if job.named
+        else ""
+    )
+    head = f'{{"v":1,"gateway_id":"{gateway_id}","sent_at":"{sent_at}",{named}"readings":['
+    return (head + ",".join(parts) + "]}").encode()
 
 
 def _varint(n: int) -> bytes:

@@ -39,3 +39,9 @@ def test_bench_ingest_smoke(services) -> None:
     assert result.keys() >= KEYS
     assert (result["lost"], result["duplicated"], result["unexpected"]) == (0, 0, 0)
     assert result["readings_per_s"] > 0
+    receipts = result["receipts"]
+    assert receipts["range"]["receipts"] > 0  # named batches got receipts ...
+    assert result["steady"]["receipts"] == 0  # ... unnamed ones (old gateways) none
+    published = receipts["range"]["receipts"] + receipts["ids"]["receipts"]
+    assert receipts["delivered_to_subscriber"]["receipts"] == published
+    assert 0 < receipts["range"]["bytes_per_receipt"] < receipts["ids"]["bytes_per_receipt"]
