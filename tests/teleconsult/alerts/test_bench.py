@@ -25,7 +25,8 @@ def test_bench_alerts_smoke(services: object) -> None:
     assert result["frames"] == result["expected_frames"] == 15
     assert result["p50_ms"] is not None
     hops = result["hops"]
-    assert set(hops) == {"publish_to_ingest_tx", "ingest_tx_to_engine", "engine_to_store_tx", "store_tx_to_socket",
+    assert set(hops) == {"publish_to_ingest_tx", "ingest_tx_to_commit_notified", "commit_notified_to_engine",
+                         "engine_to_store_tx", "store_tx_to_socket",
                          "fanout_first_to_last_socket"}  # fmt: skip
     assert all(h["p50_ms"] is not None for h in hops.values())
     assert result["baseline"]["frames"] == 3
