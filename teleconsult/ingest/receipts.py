@@ -23,9 +23,12 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
 import orjson
+
+if TYPE_CHECKING:  # payload imports this module (BatchRef)
+    from teleconsult.ingest.payload import Decoded, Rejected
 
 RECEIPTS_SUFFIX: Final = "/receipts"
 TOPIC_PREFIX: Final = "tbib/v1/gw/"
@@ -79,6 +82,36 @@ class Outcome:
     """(reading id when known, reason) of the readings refused."""
     committed: Sequence[str] = ()
     """Ids of the readings stored (only needed for the plain-id form)."""
+
+
+def outcome_of(
+    decoded: Decoded | Rejected | None,
+    *,
+    refused: str | None = None,
+    bound_rejects: Sequence[str] | None = None,
+    ids: bool = False,
+) -> Outcome:
+    """The outcome of one committed message: ``refused`` when the database refused it whole (every reading a dead
+    letter), ``bound_rejects`` the readings refused at the device binding; ``ids`` lists the committed ids too."""
+    from teleconsult.ingest.payload import Rejected
+
+    d = decoded
+    if d is None:
+        return Outcome(None, None)
+    if isinstance(d, Rejected):
+        return Outcome(d.gateway_id, d.batch, [(None, d.reason)])
+    if d.batch is None:
+        return Outcome(d.gateway_id, None)
+    if refused is not None:
+        every = [(r.reading_id, refused) for r in d.readings]
+        return Outcome(d.gateway_id, d.batch, every + [(i, refused) for i in d.reject_ids])
+    rejected: list[tuple[str | None, str]] = list(zip(d.reject_ids, d.rejects, strict=True))
+    if bound_rejects:
+        rejected += [(id_of_reason(r), r) for r in bound_rejects]
+    if not ids:
+        return Outcome(d.gateway_id, d.batch, rejected)
+    gone = {i for i, _r in rejected}
+    return Outcome(d.gateway_id, d.batch, rejected, [r.reading_id for r in d.readings if r.reading_id not in gone])
 
 
 @dataclass(frozen=True, slots=True)

@@ -53,7 +53,7 @@ from teleconsult.ingest.payload import (
     default_vocabulary,
     utc_now,
 )
-from teleconsult.ingest.receipts import Outcome, ReceiptBook, ReceiptForm, id_of_reason
+from teleconsult.ingest.receipts import ReceiptBook, ReceiptForm, outcome_of
 from teleconsult.ingest.writer import DeadLetter, prepare_connection, write_batch
 from teleconsult.store.enrolment import DeviceBinding, enrolment_map
 
@@ -410,7 +410,9 @@ class IngestWorker:
         if client is None or self.config.receipts is None:
             return
         ids = self.config.receipts == "ids"
-        receipts, legacy = self._receipts.receipts(_outcome(m, ids=ids) for m in messages)
+        receipts, legacy = self._receipts.receipts(
+            outcome_of(m.decoded, refused=m.refused, bound_rejects=m.bound_rejects, ids=ids) for m in messages
+        )
         for gw in legacy:
             log.warning("gateway %s sends batches without a batch name: old gateway, PUBACK mode, no receipts", gw)
         for r in receipts:
@@ -538,24 +540,3 @@ async def run(config: IngestConfig, *, metrics_port: int | None = None, metrics_
             server.close()
             with contextlib.suppress(Exception):
                 await server.wait_closed()
-
-
-def _outcome(m: _Incoming, *, ids: bool = False) -> Outcome:
-    """What a committed message's receipt says (pure bookkeeping in :mod:`.receipts`)."""
-    d = m.decoded
-    if d is None:
-        return Outcome(None, None)
-    if isinstance(d, Rejected):
-        return Outcome(d.gateway_id, d.batch, [(None, d.reason)])
-    if d.batch is None:
-        return Outcome(d.gateway_id, None)
-    if m.refused is not None:
-        every = [(r.reading_id, m.refused) for r in d.readings]
-        return Outcome(d.gateway_id, d.batch, every + [(i, m.refused) for i in d.reject_ids])
-    rejected = list(zip(d.reject_ids, d.rejects, strict=True))
-    if m.bound_rejects:
-        rejected += [(id_of_reason(r), r) for r in m.bound_rejects]
-    if not ids:
-        return Outcome(d.gateway_id, d.batch, rejected)
-    refused = {i for i, _r in rejected}
-    return Outcome(d.gateway_id, d.batch, rejected, [r.reading_id for r in d.readings if r.reading_id not in refused])
