@@ -2,7 +2,7 @@
 
 Pure mapping (no I/O): :mod:`.terminology` (code systems, metric <-> coding), :mod:`.observation` (readings <->
 ``Observation``, blood pressure panels), :mod:`.resources` (``Patient``, ``Device``, ``Flag``, ``OperationOutcome``),
-:mod:`.bundle`, :mod:`.capability`, :mod:`.search` (search parameters, paging cursors), :mod:`.transaction` (import
-bundles -> readings). Adapters: :mod:`.store` (queries and the import write, through the ingest writer) and
-:mod:`.api` (the router mounted at ``/fhir/r4`` by ``teleconsult/api/extensions/fhir.py``).
+:mod:`.audit_event` (audit rows -> ``AuditEvent``), :mod:`.bundle`, :mod:`.capability`, :mod:`.search` (search
+parameters, paging cursors). Adapters: :mod:`.store` (queries), :mod:`.transaction` (import bundles -> readings through
+the ingest writer) and :mod:`.api` (the router mounted at ``/fhir/r4`` by ``teleconsult/api/extensions/fhir.py``).
 """
