@@ -418,6 +418,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--plain", action="store_true", help="plain PostgreSQL schema instead of TimescaleDB")
     ap.add_argument("--keep-db", action="store_true", help="do not drop the benchmark database")
     ap.add_argument("--json", action="store_true", help="print only the JSON result on stdout")
+    ap.add_argument("--receipts-first", action="store_true", help="run the with-receipts steady phase first")
     ap.add_argument(
         "--no-receipt-ids",
         dest="receipt_ids",
@@ -445,14 +446,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         sink = ReceiptSink(mqtt_url)  # stands for the gateways' receipt subscriptions (broker fan-out cost)
         cpu = CpuMeter(dsn, [w.pid for w in workers], broker.proc.pid if broker else None)
         common: dict[str, Any] = {"publishers": args.publishers, "cpu": cpu}
-        # without receipts (batches without a name: old gateways, PUBACK mode), then the same load with them
-        steady = run_phase(
-            "steady", mqtt_url, gateways, ports, per_message=10, seconds=args.seconds, rate=None, **common
-        )
-        with_receipts = run_phase(
-            "steady_receipts", mqtt_url, gateways, ports, per_message=10, seconds=args.seconds, rate=None,
-            named=True, **common,
-        )  # fmt: skip
+
+        # without receipts (batches without a name: old gateways, PUBACK mode) and the same load with them, in the
+        # order asked (the second phase writes into a bigger table)
+        def steady_phase() -> dict[str, Any]:
+            return run_phase(
+                "steady", mqtt_url, gateways, ports, per_message=10, seconds=args.seconds, rate=None, **common
+            )
+
+        def receipts_phase() -> dict[str, Any]:
+            return run_phase(
+                "steady_receipts", mqtt_url, gateways, ports, per_message=10, seconds=args.seconds, rate=None,
+                named=True, **common,
+            )  # fmt: skip
+
+        if args.receipts_first:
+            with_receipts = receipts_phase()
+            steady = steady_phase()
+        else:
+            steady = steady_phase()
+            with_receipts = receipts_phase()
         backlog = run_phase(
             "backlog",
             mqtt_url,

@@ -54,6 +54,8 @@ def receipt_summary(
             "readings_per_s": p["readings_per_s"],
             "ratio_to_without": round(p["readings_per_s"] / max(without["readings_per_s"], 1), 3),
             "server_cpu_us_per_reading": server_us(p),
+            # CPU-bound capacity ratio (robust to other load on the machine): without / with, per reading
+            "cpu_ratio_to_without": round(server_us(without) / max(server_us(p), 1e-9), 3),
             "receipts": p["receipts"],
             "bytes_per_receipt": round(p["receipt_bytes"] / n, 1),
             "receipt_bytes_per_reading": round(p["receipt_bytes"] / max(p["readings"], 1), 2),
