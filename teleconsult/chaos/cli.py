@@ -28,6 +28,12 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--interval", type=float, default=6.0, help="mean seconds between faults (default 6)")
     p.add_argument("--pause", default="10,40", metavar="MIN,MAX", help="SIGSTOP duration range in s (default 10,40)")
     p.add_argument("--receipt-timeout", type=float, default=5.0, help="gateways' receipt timeout in s (default 5)")
+    p.add_argument(
+        "--no-receipts",
+        dest="receipts",
+        action="store_false",
+        help="control run: gateways in PUBACK mode (delete on PUBACK), to see what receipts prevent",
+    )
     p.add_argument("--keep", type=Path, metavar="DIR", help="keep logs, outboxes and capture logs in DIR")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON line")
     p.set_defaults(func=_run)
@@ -45,7 +51,8 @@ def _run(args: argparse.Namespace) -> int:
         raise CliError("--faults >= 0, --gateways/--workers >= 1, --pause 0 < MIN <= MAX", exit_code=2)
     config = ChaosConfig(
         faults=args.faults, seed=args.seed, gateways=args.gateways, workers=args.workers, interval_s=args.interval,
-        pause_s=(lo, hi), receipt_timeout_s=args.receipt_timeout, keep_dir=args.keep,
+        pause_s=(lo, hi), receipt_timeout_s=args.receipt_timeout, receipts=args.receipts,
+        keep_dir=args.keep,
     )  # fmt: skip
     try:
         summary = run(config, _progress)

@@ -63,7 +63,9 @@ class Fleet:
         self.workers.append(child)
         return child
 
-    def add_gateway(self, index: int, *, receipt_timeout_s: float = 5.0, fallback_after: int = 0) -> SimGateway:
+    def add_gateway(
+        self, index: int, *, receipt_timeout_s: float = 5.0, fallback_after: int = 0, receipts: bool = True
+    ) -> SimGateway:
         gw = f"{self.share}-gw-{index:02d}"
         seed = 1000 + index
         d = self.dir / gw
@@ -78,6 +80,7 @@ class Fleet:
             TBIB_GATEWAY_OUTBOX__CAPTURE_LOG=str(d / "captured.txt"),
             TBIB_GATEWAY_RECEIPTS__TIMEOUT_S=str(receipt_timeout_s),
             TBIB_GATEWAY_RECEIPTS__FALLBACK_AFTER=str(fallback_after),
+            TBIB_GATEWAY_RECEIPTS__ENABLED="true" if receipts else "false",
             TBIB_GATEWAY_STOP_FLUSH_S="120",
             TBIB_GATEWAY_KEEPALIVE_S="10",
         )

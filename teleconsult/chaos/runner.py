@@ -38,6 +38,8 @@ class ChaosConfig:
     """Mean time between two faults."""
     pause_s: tuple[float, float] = (10.0, 40.0)
     receipt_timeout_s: float = 5.0
+    receipts: bool = True
+    """False: gateways in PUBACK mode (the control run: what a broker kill -9 costs without receipts)."""
     keep_dir: Path | None = None
     """Keep the run's files (logs, outboxes) here instead of a temporary directory."""
 
@@ -76,7 +78,8 @@ class Run:
         for i in range(self.config.workers):
             fleet.add_worker(i).start()
         for i in range(self.config.gateways):
-            fleet.add_gateway(i, receipt_timeout_s=self.config.receipt_timeout_s).child.start()
+            g = fleet.add_gateway(i, receipt_timeout_s=self.config.receipt_timeout_s, receipts=self.config.receipts)
+            g.child.start()
         self.fleet = fleet
         return fleet
 
@@ -129,7 +132,7 @@ class Run:
             for w in held:
                 w.pause()
             self.service(time.monotonic() + f.hold)
-            self.state.broker_in_flight.append(sum(_sent_rows(g) for g in self.fleet.gateways))
+            self.state.broker_in_flight.append(self._in_flight())
             self.broker.kill9()
             for w in held:
                 w.resume()
@@ -142,6 +145,16 @@ class Run:
             self.service(time.monotonic() + f.duration)
             child.start()
         self.state.injected[f.kind.value] += 1
+
+    def _in_flight(self) -> int:
+        """Readings acknowledged by the broker and not committed: the outboxes' ``sent`` rows (receipt mode), or
+        captured minus stored (PUBACK mode: the outbox forgot them at PUBACK)."""
+        assert self.fleet is not None
+        if self.config.receipts:
+            return sum(_sent_rows(g) for g in self.fleet.gateways)
+        waiting = sum(_depth(g) for g in self.fleet.gateways)
+        missing = len(set(captured(self.fleet.gateways)) - set(stored(self.pg.dsn, self._ids())))
+        return max(0, missing - waiting)
 
     # -- end -------------------------------------------------------------------------------------------------------
     def finish(self, timeout: float = 180.0) -> int:
@@ -264,6 +277,7 @@ def run(config: ChaosConfig, log: Callable[[str], None]) -> dict[str, Any]:
         summary: dict[str, Any] = {
             "ok": ok,
             "seed": config.seed,
+            "receipts": config.receipts,
             **verdict.to_json(),
             "faults_injected": sum(r.state.injected.values()),
             "faults_by_kind": dict(sorted(r.state.injected.items())),
