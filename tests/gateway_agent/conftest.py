@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import socket
 import subprocess
 import threading
@@ -69,7 +70,10 @@ class OwnBroker:
         log = (self.dir / "mosquitto.log").open("ab")
         self.proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=log, stderr=log)
         log.close()
-        wait_port(self.port)
+        # Every listener, not only the first: Mosquitto binds them one after the other, and a test that connects to
+        # a second listener right away was refused under load (fresh-clone run, test_tls_listener_with_test_ca).
+        for port in re.findall(r"^listener (\d+)", conf.read_text(), re.MULTILINE):
+            wait_port(int(port))
 
     def stop(self) -> None:
         if self.proc is not None:
