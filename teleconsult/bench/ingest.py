@@ -51,7 +51,15 @@ from teleconsult.ingest.metrics import LATENCY_BUCKETS, quantile_from_buckets
 from teleconsult.store.migrate import upgrade
 
 REPO: Final = Path(__file__).resolve().parents[2]
-TAGS: Final = {"steady": 0x51, "backlog": 0xBA, "latency": 0x1A, "steady_receipts": 0x52, "steady_receipts_ids": 0x53}
+TAGS: Final = {
+    "steady": 0x51,
+    "backlog": 0xBA,
+    "latency": 0x1A,
+    "steady_receipts": 0x52,
+    "steady_receipts_ids": 0x53,
+    "steady_receipts_2": 0x54,
+    "steady_2": 0x55,
+}
 
 
 def log(msg: str) -> None:
@@ -420,6 +428,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="print only the JSON result on stdout")
     ap.add_argument("--receipts-first", action="store_true", help="run the with-receipts steady phase first")
     ap.add_argument(
+        "--no-abba",
+        dest="abba",
+        action="store_false",
+        help="skip the second pair of steady phases in the other order (A B B A removes the position effect)",
+    )
+    ap.add_argument(
         "--no-receipt-ids",
         dest="receipt_ids",
         action="store_false",
@@ -449,16 +463,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         # without receipts (batches without a name: old gateways, PUBACK mode) and the same load with them, in the
         # order asked (the second phase writes into a bigger table)
-        def steady_phase() -> dict[str, Any]:
-            return run_phase(
-                "steady", mqtt_url, gateways, ports, per_message=10, seconds=args.seconds, rate=None, **common
-            )
+        def steady_phase(name: str = "steady") -> dict[str, Any]:
+            return run_phase(name, mqtt_url, gateways, ports, per_message=10, seconds=args.seconds, rate=None, **common)
 
-        def receipts_phase() -> dict[str, Any]:
+        def receipts_phase(name: str = "steady_receipts") -> dict[str, Any]:
             return run_phase(
-                "steady_receipts", mqtt_url, gateways, ports, per_message=10, seconds=args.seconds, rate=None,
-                named=True, **common,
-            )  # fmt: skip
+                name, mqtt_url, gateways, ports, per_message=10, seconds=args.seconds, rate=None, named=True, **common
+            )
 
         if args.receipts_first:
             with_receipts = receipts_phase()
@@ -466,6 +477,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             steady = steady_phase()
             with_receipts = receipts_phase()
+        abba: list[dict[str, Any]] = []
+        if args.abba:  # then the other order (B, A): each form once in each position
+            abba = [receipts_phase("steady_receipts_2"), steady_phase("steady_2")]
         backlog = run_phase(
             "backlog",
             mqtt_url,
@@ -491,7 +505,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )  # fmt: skip
         stop_workers(workers)
         sink_received = sink.close()
-        phases = [steady, with_receipts, backlog, latency] + ([ids_phase] if ids_phase else [])
+        phases = [steady, with_receipts, *abba, backlog, latency] + ([ids_phase] if ids_phase else [])
         lost, duplicated, unexpected = verify(dsn, phases)
         copy_rate, copy_cpu_us = copy_limit(dsn, gateways, min(steady["readings"], 300_000))
         naive_rate = naive(dsn, 2.0)
@@ -530,7 +544,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "history_p95_ms": round(hist_p95, 1),
         "history_points": points,
         "readings_total": sum(p["readings"] for p in phases),
-        "receipts": receipt_summary(steady, with_receipts, ids_phase, sink_received),
+        "receipts": receipt_summary(steady, with_receipts, ids_phase, sink_received, abba),
         "steady": {k: v for k, v in steady.items() if k not in ("sent", "tag")},
         "steady_receipts": {k: v for k, v in with_receipts.items() if k not in ("sent", "tag")},
         "backlog": {k: v for k, v in backlog.items() if k not in ("sent", "tag")},

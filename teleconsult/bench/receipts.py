@@ -41,9 +41,16 @@ class ReceiptSink:
 
 
 def receipt_summary(
-    without: dict[str, Any], with_: dict[str, Any], ids: dict[str, Any] | None, sink: dict[str, int]
+    without: dict[str, Any],
+    with_: dict[str, Any],
+    ids: dict[str, Any] | None,
+    sink: dict[str, int],
+    abba: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Throughput and bytes with and without commit receipts (same run, same load, 10 readings per message)."""
+    """Throughput and bytes with and without commit receipts (same run, same load, 10 readings per message).
+
+    ``abba``: the second pair (with, without) run after the first (without, with): ``abba`` in the result averages each
+    form over both positions (the phase that runs second into a fuller table is slower, whatever it carries)."""
 
     def server_us(p: dict[str, Any]) -> float:
         return round(float(sum(v for k, v in p["cpu_us_per_reading"].items() if k != "publishers")), 2)
@@ -62,7 +69,22 @@ def receipt_summary(
             "batches_per_receipt": round(p["messages"] / n, 1),
         }
 
+    both: dict[str, Any] | None = None
+    if abba:
+        w2, wo2 = abba
+        with_mean = (with_["readings_per_s"] + w2["readings_per_s"]) / 2
+        without_mean = (without["readings_per_s"] + wo2["readings_per_s"]) / 2
+        cpu_with = (server_us(with_) + server_us(w2)) / 2
+        cpu_without = (server_us(without) + server_us(wo2)) / 2
+        both = {
+            "order": "without, with, with, without",
+            "without_readings_per_s": [without["readings_per_s"], wo2["readings_per_s"]],
+            "with_readings_per_s": [with_["readings_per_s"], w2["readings_per_s"]],
+            "ratio_to_without": round(with_mean / max(without_mean, 1), 3),
+            "cpu_ratio_to_without": round(cpu_without / max(cpu_with, 1e-9), 3),
+        }
     return {
+        "abba": both,
         "without_readings_per_s": without["readings_per_s"],
         "without_server_cpu_us_per_reading": server_us(without),
         "range": form(with_),
