@@ -82,6 +82,7 @@ def receipt_summary(
             "with_readings_per_s": [with_["readings_per_s"], w2["readings_per_s"]],
             "ratio_to_without": round(with_mean / max(without_mean, 1), 3),
             "cpu_ratio_to_without": round(cpu_without / max(cpu_with, 1e-9), 3),
+            "second_with_phase_receipts": w2["receipts"],
         }
     return {
         "abba": both,

@@ -43,5 +43,7 @@ def test_bench_ingest_smoke(services) -> None:
     assert receipts["range"]["receipts"] > 0  # named batches got receipts ...
     assert result["steady"]["receipts"] == 0  # ... unnamed ones (old gateways) none
     published = receipts["range"]["receipts"] + receipts["ids"]["receipts"]
+    published += receipts["abba"]["second_with_phase_receipts"]
+    assert receipts["abba"]["cpu_ratio_to_without"] > 0
     assert receipts["delivered_to_subscriber"]["receipts"] == published
     assert 0 < receipts["range"]["bytes_per_receipt"] < receipts["ids"]["bytes_per_receipt"]
