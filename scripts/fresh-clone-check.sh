@@ -27,13 +27,15 @@ done
 
 OUT="${TMPDIR:-/tmp}/tbib-fresh-clone-$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$OUT"
+# Resolved once: every run tests the same commit, even if main moves while the runs go on.
+sha=$(git -C "$REPO" rev-parse "$REF")
 commit=$(git -C "$REPO" rev-parse --short "$REF")
 failed=0
 for k in $(seq 1 "$RUNS"); do
     work="$OUT/run-$k"
     log="$OUT/run-$k.log"
     git clone -q "$REPO" "$work/tbib"
-    git -C "$work/tbib" checkout -q "$REF"
+    git -C "$work/tbib" checkout -q "$sha"
     mkdir -p "$work/cache" "$work/xdg-cache" "$work/npm-cache"
     start=$(date +%s)
     (
