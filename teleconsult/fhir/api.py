@@ -4,26 +4,34 @@ Every failure answers an ``OperationOutcome`` (:class:`FhirRoute` wraps each han
 bad parameters or resources, 401/403 for authentication and care-team refusals, 404 for unknown resources or paths,
 never FastAPI's ``{"detail": ...}``. Security is the REST API's: bearer token or session cookie
 (``teleconsult.api.deps.CurrentUser``), care-team check and one audit row per patient touched
-(``teleconsult.api.deps.authorize_patient``).
+(``teleconsult.api.deps.authorize_patient``). ``POST /fhir/r4`` also accepts a gateway's broker credential as HTTP
+Basic (``gateway_id:secret``, :mod:`teleconsult.security.gateway_auth`): it may import only for the patients bound to
+the gateway, through its own devices, audited with ``gateway:<id>`` as actor; the read routes refuse it (403).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
+import time
 import uuid
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Annotated, Any, Final
 from urllib.parse import urlencode
 
 import orjson
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
+from fastapi.security import HTTPAuthorizationCredentials
+from fastapi.security.utils import get_authorization_scheme_param
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from teleconsult.api.deps import (
+    AppSettings,
     CurrentAdmin,
     CurrentUser,
     DbPool,
@@ -31,6 +39,7 @@ from teleconsult.api.deps import (
     audit,
     authorize_patient,
     client_addr,
+    current_user,
     route_template,
 )
 from teleconsult.errors import AuthenticationError, AuthorizationError, NotFoundError, TeleconsultError
@@ -51,6 +60,8 @@ from teleconsult.fhir.resources import (
 )
 from teleconsult.fhir.transaction import import_bundle
 from teleconsult.security import audit as audit_log
+from teleconsult.security import gateway_auth
+from teleconsult.security.gateway_auth import GatewayPrincipal, VerifiedSecrets
 from teleconsult.security.models import User
 
 log = logging.getLogger(__name__)
@@ -59,6 +70,9 @@ PREFIX: Final = "/fhir/r4"
 FHIR_JSON: Final = "application/fhir+json"
 SOFTWARE_VERSION: Final = "0.1.0"
 MAX_BUNDLE_BYTES: Final = 32 << 20
+CHALLENGE: Final = 'Bearer, Basic realm="tbib gateway import"'
+VERIFIED_SECRETS: Final = VerifiedSecrets(ttl_s=60.0)
+"""PBKDF2 results of gateway secrets, 60 s (revocation and re-key still apply at once: the row is read every time)."""
 
 
 class FhirResponse(Response):
@@ -72,7 +86,7 @@ class FhirResponse(Response):
 
 def problem(status: int, code: str, diagnostics: str, expression: str | None = None) -> FhirResponse:
     """An error answer: an OperationOutcome with one issue."""
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    headers = {"WWW-Authenticate": CHALLENGE} if status == 401 else None
     return FhirResponse(outcome([(code, diagnostics, expression)]), status_code=status, headers=headers)
 
 
@@ -138,6 +152,74 @@ async def _authorize(request: Request, pool: DbPool, user: User, patient_id: uui
     )
 
 
+def _basic_credentials(request: Request) -> tuple[str, str] | None:
+    """``(gateway id, secret)`` of an ``Authorization: Basic`` header; None for any other scheme."""
+    scheme, param = get_authorization_scheme_param(request.headers.get("Authorization"))
+    if scheme.lower() != "basic":
+        return None
+    try:
+        gateway_id, sep, secret = base64.b64decode(param, validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        raise AuthenticationError("malformed Basic credentials") from None
+    if not sep or not gateway_id or not secret:
+        raise AuthenticationError("Basic credentials must be gateway_id:secret")
+    return gateway_id, secret
+
+
+async def _audit_gateway(
+    request: Request, pool: DbPool, actor: str, outcome: str, patient_id: uuid.UUID | None, **detail: Any
+) -> None:
+    event = audit_log.AuditEvent(
+        action=audit_log.READ if request.method == "GET" else audit_log.WRITE,
+        resource=route_template(request),
+        outcome=outcome,
+        actor_username=actor,
+        actor_role=gateway_auth.ROLE,
+        patient_id=patient_id,
+        client_addr=client_addr(request),
+        detail=detail,
+    )
+    async with pool.connection() as conn:
+        await audit_log.append(conn, event)
+
+
+async def authenticate_gateway(request: Request, pool: DbPool) -> GatewayPrincipal | None:
+    """The gateway of a Basic ``Authorization`` header (401 when wrong, revoked or unknown, audited); None without."""
+    creds = _basic_credentials(request)
+    if creds is None:
+        return None
+    gateway_id, secret = creds
+    try:
+        async with pool.connection() as conn:
+            return await gateway_auth.authenticate_gateway(conn, gateway_id, secret, VERIFIED_SECRETS, time.monotonic())
+    except AuthenticationError as exc:
+        await _audit_gateway(
+            request, pool, f"{gateway_auth.ROLE}:{gateway_id[:64]}", audit_log.DENIED, None, reason=exc.reason
+        )
+        raise
+
+
+async def refuse_gateway(request: Request, pool: Pool) -> None:
+    """Read routes: a gateway credential authenticates (401 when wrong) but may not read (403, audited)."""
+    gw = await authenticate_gateway(request, pool)
+    if gw is not None:
+        await _audit_gateway(request, pool, gw.actor, audit_log.DENIED, None, reason="gateways may only import")
+        raise AuthorizationError("a gateway credential may only import (POST /fhir/r4), never read")
+
+
+NO_GATEWAY: Final = Depends(refuse_gateway)
+
+
+async def importer(request: Request, pool: Pool, settings: AppSettings) -> User | GatewayPrincipal:
+    """``POST /fhir/r4``: a gateway (HTTP Basic) or a user (bearer token or session cookie + CSRF)."""
+    gw = await authenticate_gateway(request, pool)
+    if gw is not None:
+        return gw
+    scheme, param = get_authorization_scheme_param(request.headers.get("Authorization"))
+    bearer = HTTPAuthorizationCredentials(scheme=scheme, credentials=param) if scheme.lower() == "bearer" else None
+    return await current_user(request, pool, settings, bearer, None)
+
+
 def _uuid(value: str, rtype: str) -> uuid.UUID:
     try:
         return uuid.UUID(value)
@@ -151,7 +233,7 @@ async def metadata(request: Request) -> FhirResponse:
     return FhirResponse(capability_statement(base_url(request), _now(), SOFTWARE_VERSION))
 
 
-@router.get("/Patient/{patient_id}", summary="Read a Patient")
+@router.get("/Patient/{patient_id}", summary="Read a Patient", dependencies=[NO_GATEWAY])
 async def read_patient(request: Request, patient_id: str, user: CurrentUser, pool: Pool) -> FhirResponse:
     pid = _uuid(patient_id, "Patient")
     await _authorize(request, pool, user, pid)
@@ -162,7 +244,7 @@ async def read_patient(request: Request, patient_id: str, user: CurrentUser, poo
     return FhirResponse(patient_resource(record))
 
 
-@router.get("/Patient", summary="Search patients by identifier")
+@router.get("/Patient", summary="Search patients by identifier", dependencies=[NO_GATEWAY])
 async def search_patients(request: Request, user: CurrentUser, pool: Pool) -> FhirResponse:
     """``identifier=[system|]value`` (CIN, MRN, tbib id) or ``_id``; only patients the caller may see are returned."""
     q = search.patient_query(list(request.query_params.multi_items()))
@@ -188,7 +270,7 @@ async def search_patients(request: Request, user: CurrentUser, pool: Pool) -> Fh
     )
 
 
-@router.get("/Device/{device_id}", summary="Read a Device (BLE device, or gateway gw.<id>)")
+@router.get("/Device/{device_id}", summary="Read a Device (BLE device, or gateway gw.<id>)", dependencies=[NO_GATEWAY])
 async def read_device(request: Request, device_id: str, user: CurrentUser, pool: Pool) -> FhirResponse:
     async with pool.connection() as conn:
         if device_id.startswith(GATEWAY_PREFIX):
@@ -205,7 +287,7 @@ async def read_device(request: Request, device_id: str, user: CurrentUser, pool:
     return FhirResponse(resource)
 
 
-@router.get("/Observation/{observation_id}", summary="Read an Observation")
+@router.get("/Observation/{observation_id}", summary="Read an Observation", dependencies=[NO_GATEWAY])
 async def read_observation(request: Request, observation_id: str, user: CurrentUser, pool: Pool) -> FhirResponse:
     rid = _uuid(observation_id, "Observation")
     async with pool.connection() as conn:
@@ -241,7 +323,7 @@ def _observations(page: fstore.Page) -> list[dict[str, Any]]:
     return [observation(r, page.companions.get(r.group_id, []) if r.group_id else []) for r in page.anchors]
 
 
-@router.get("/Observation", summary="Search Observations (searchset, keyset paging)")
+@router.get("/Observation", summary="Search Observations (searchset, keyset paging)", dependencies=[NO_GATEWAY])
 async def search_observations(request: Request, user: CurrentUser, pool: Pool) -> FhirResponse:
     now = _now()
     q = search.observation_query(list(request.query_params.multi_items()), now=now)
@@ -254,7 +336,7 @@ async def search_observations(request: Request, user: CurrentUser, pool: Pool) -
     )
 
 
-@router.get("/Patient/{patient_id}/$everything", summary="Patient $everything (paged)")
+@router.get("/Patient/{patient_id}/$everything", summary="Patient $everything (paged)", dependencies=[NO_GATEWAY])
 async def everything(request: Request, patient_id: str, user: CurrentUser, pool: Pool) -> FhirResponse:
     """Patient, devices, gateways, open alerts (Flag) on the first page; the observations of ``start``..``end``."""
     pid = _uuid(patient_id, "Patient")
@@ -279,7 +361,7 @@ async def everything(request: Request, patient_id: str, user: CurrentUser, pool:
     return FhirResponse(bundle.searchset(base_url(request), matches, total=total, links=links, now=now))
 
 
-@router.get("/AuditEvent", summary="A patient's audit trail (admins only)")
+@router.get("/AuditEvent", summary="A patient's audit trail (admins only)", dependencies=[NO_GATEWAY])
 async def audit_events(request: Request, user: CurrentAdmin, pool: Pool) -> FhirResponse:
     """``patient`` (required), ``_count`` (1..1000, default 100); newest first, ``next`` pages older rows."""
     params = list(request.query_params.multi_items())
@@ -306,7 +388,9 @@ async def audit_events(request: Request, user: CurrentAdmin, pool: Pool) -> Fhir
 
 
 @router.post("", summary="Import a transaction or batch Bundle of Observations (+ Devices)")
-async def transaction(request: Request, user: CurrentUser, pool: Pool) -> FhirResponse:
+async def transaction(
+    request: Request, caller: Annotated[User | GatewayPrincipal, Depends(importer)], pool: Pool
+) -> FhirResponse:
     body = await request.body()
     if len(body) > MAX_BUNDLE_BYTES:
         raise InvalidResourceError(f"bundle larger than {MAX_BUNDLE_BYTES} bytes")
@@ -316,9 +400,19 @@ async def transaction(request: Request, user: CurrentUser, pool: Pool) -> FhirRe
         raise InvalidResourceError(f"body is not JSON: {exc}"[:200]) from None
 
     async def authorize(patient_id: uuid.UUID, entries: int) -> None:
-        await _authorize(request, pool, user, patient_id, operation="import", entries=entries)
+        if isinstance(caller, User):
+            await _authorize(request, pool, caller, patient_id, operation="import", entries=entries)
+            return
+        bound = patient_id in caller.patient_ids
+        outcome = audit_log.ALLOWED if bound else audit_log.DENIED
+        await _audit_gateway(request, pool, caller.actor, outcome, patient_id, operation="import", entries=entries)
+        if not bound:
+            raise AuthorizationError(f"patient not bound to gateway {caller.gateway_id}")
 
-    status, answer = await import_bundle(pool, doc, authorize=authorize, base=base_url(request), now=_now())
+    gateway = caller.gateway_id if isinstance(caller, GatewayPrincipal) else None
+    status, answer = await import_bundle(
+        pool, doc, authorize=authorize, base=base_url(request), now=_now(), gateway_id=gateway
+    )
     return FhirResponse(answer, status_code=status)
 
 

@@ -144,8 +144,11 @@ def _patient_of(e: _Entry) -> uuid.UUID | None:
         return None
 
 
-async def _resolve(conn: AsyncConnection[Any], entries: list[_Entry], authorize: Authorize) -> None:
-    """Patients (existence, consent, authorization) and devices of every valid entry."""
+async def _resolve(
+    conn: AsyncConnection[Any], entries: list[_Entry], authorize: Authorize, gateway_id: str | None = None
+) -> None:
+    """Patients (existence, consent, authorization) and devices of every valid entry (only ``gateway_id``'s devices,
+    and that gateway itself, when a gateway imports)."""
     obs = [e for e in entries if e.kind == "Observation" and e.error is None]
     for e in obs:
         e.patient_id = _patient_of(e)
@@ -154,12 +157,13 @@ async def _resolve(conn: AsyncConnection[Any], entries: list[_Entry], authorize:
     wanted = {e.patient_id for e in obs if e.patient_id is not None}
     known = await _patients(conn, wanted)
     allowed: set[uuid.UUID] = set()
+    refused: dict[uuid.UUID, str] = {}
     for pid in sorted(wanted & known.keys(), key=str):
         try:
             await authorize(pid, sum(1 for e in obs if e.patient_id == pid))
             allowed.add(pid)
-        except AuthorizationError:
-            pass
+        except AuthorizationError as exc:
+            refused[pid] = exc.reason
     for e in obs:
         where = f"Bundle.entry[{e.index}].resource.subject"
         if e.patient_id is None:
@@ -167,10 +171,12 @@ async def _resolve(conn: AsyncConnection[Any], entries: list[_Entry], authorize:
         if e.patient_id not in known:
             _fail(e, 404, "not-found", f"Patient/{e.patient_id} is not known", where)
         elif e.patient_id not in allowed:
-            _fail(e, 403, "forbidden", "not on this patient's care team", where)
+            _fail(e, 403, "forbidden", refused.get(e.patient_id, "not on this patient's care team"), where)
         elif not known[e.patient_id]:
             _fail(e, 403, "forbidden", "the patient withdrew remote_monitoring consent: not stored", where)
     enrolled = await _devices(conn, sorted(allowed, key=str))
+    if gateway_id is not None:
+        enrolled = [dev for dev in enrolled if dev[4] == gateway_id]
     by_full_url = {e.full_url: e for e in entries if e.kind == "Device" and e.full_url}
     users: dict[str | None, list[_Entry]] = {}
     for o in obs:
@@ -291,13 +297,20 @@ _STATUS_TEXT: Final = {
 
 
 async def import_bundle(
-    pool: AsyncConnectionPool[Any], doc: Any, *, authorize: Authorize, base: str, now: datetime
+    pool: AsyncConnectionPool[Any],
+    doc: Any,
+    *,
+    authorize: Authorize,
+    base: str,
+    now: datetime,
+    gateway_id: str | None = None,
 ) -> tuple[int, dict[str, Any]]:
-    """Import one Bundle; returns (HTTP status, response Bundle or OperationOutcome)."""
+    """Import one Bundle; returns (HTTP status, response Bundle or OperationOutcome). ``gateway_id``: the importing
+    gateway, whose own devices are the only ones entries may reference."""
     kind, entries = _parse_entries(doc, now)
     async with pool.connection() as conn:
         async with conn.transaction():
-            await _resolve(conn, entries, authorize)
+            await _resolve(conn, entries, authorize, gateway_id)
         failed = [e for e in entries if e.error is not None]
         if kind == "transaction" and failed:
             issues = [(e.error[1], e.error[2], e.error[3] or f"Bundle.entry[{e.index}]") for e in failed if e.error]

@@ -65,6 +65,10 @@ class Entry:
     own_session: bool = False
     """Log the caller in afresh for this call (for routes that end the session)."""
     ws_probe: Callable[[Ctx, str, str | None, uuid.UUID], int] | None = None
+    gateway: Callable[[bool], int] | None = None
+    """Status for a gateway's broker credential (HTTP Basic ``gateway_id:secret``), the gateway being bound to the
+    patient under test (True) or to another one (False). Required on every ``/fhir/r4`` route, the only place that
+    accepts it (``test_gateway_matrix``)."""
 
 
 # --- policies -------------------------------------------------------------------------------------------------------
@@ -98,6 +102,16 @@ def care_team(ok: int = 200) -> Policy:
 def patient_self(ok: int = 200) -> Policy:
     """Only the patient themself."""
     return lambda caller, assigned: 401 if caller == "anonymous" else (ok if caller == "patient" and assigned else 403)
+
+
+def gateway_import(ok: int = 200) -> Callable[[bool], int]:
+    """A gateway writes only for the patient bound to it."""
+    return lambda assigned: ok if assigned else 403
+
+
+def gateway_status(status: int) -> Callable[[bool], int]:
+    """The same status whoever the gateway is bound to (403: gateways never read; 200 public, 404 unknown path)."""
+    return lambda assigned: status
 
 
 # --- the matrix -----------------------------------------------------------------------------------------------------
@@ -215,21 +229,31 @@ MATRIX: dict[tuple[str, str], Entry] = {
     ("WS", "/ws/v1/alerts"): Entry(authenticated(), ws_probe=alerts.alerts_probe),
     ("WS", "/ws/v1/vitals"): Entry(care_team(), ws_probe=alerts.vitals_probe),
     # FHIR R4 (issue 17): factories in tests/teleconsult/fhir/matrix_support.py
-    ("GET", "/fhir/r4/metadata"): Entry(public()),
-    ("GET", "/fhir/r4/Patient/{patient_id}"): Entry(care_team()),
+    ("GET", "/fhir/r4/metadata"): Entry(public(), gateway=gateway_status(200)),
+    ("GET", "/fhir/r4/Patient/{patient_id}"): Entry(care_team(), gateway=gateway_status(403)),
     ("GET", "/fhir/r4/Patient"): Entry(
-        authenticated(), query=lambda ctx: {"identifier": f"urn:ietf:rfc:3986|urn:uuid:{ctx.patient_id}"}
+        authenticated(),
+        query=lambda ctx: {"identifier": f"urn:ietf:rfc:3986|urn:uuid:{ctx.patient_id}"},
+        gateway=gateway_status(403),
     ),
-    ("GET", "/fhir/r4/Device/{device_id}"): Entry(care_team(), params={"device_id": fhir.device_id}),
+    ("GET", "/fhir/r4/Device/{device_id}"): Entry(
+        care_team(), params={"device_id": fhir.device_id}, gateway=gateway_status(403)
+    ),
     ("GET", "/fhir/r4/Observation/{observation_id}"): Entry(
-        care_team(), params={"observation_id": fhir.observation_id}
+        care_team(), params={"observation_id": fhir.observation_id}, gateway=gateway_status(403)
     ),
-    ("GET", "/fhir/r4/Observation"): Entry(care_team(), query=lambda ctx: {"patient": str(ctx.patient_id)}),
-    ("GET", "/fhir/r4/Patient/{patient_id}/$everything"): Entry(care_team()),
-    ("POST", "/fhir/r4"): Entry(care_team(), body=fhir.transaction_body),
-    ("GET", "/fhir/r4/AuditEvent"): Entry(admin_only(), query=lambda ctx: {"patient": str(ctx.patient_id)}),
+    ("GET", "/fhir/r4/Observation"): Entry(
+        care_team(), query=lambda ctx: {"patient": str(ctx.patient_id)}, gateway=gateway_status(403)
+    ),
+    ("GET", "/fhir/r4/Patient/{patient_id}/$everything"): Entry(care_team(), gateway=gateway_status(403)),
+    ("POST", "/fhir/r4"): Entry(care_team(), body=fhir.transaction_body, gateway=gateway_import()),
+    ("GET", "/fhir/r4/AuditEvent"): Entry(
+        admin_only(), query=lambda ctx: {"patient": str(ctx.patient_id)}, gateway=gateway_status(403)
+    ),
     **{
-        (method, "/fhir/r4/{path:path}"): Entry(public(404), params={"path": lambda ctx: "Encounter/1"})
+        (method, "/fhir/r4/{path:path}"): Entry(
+            public(404), params={"path": lambda ctx: "Encounter/1"}, gateway=gateway_status(404)
+        )
         for method in ("GET", "POST", "PUT", "PATCH", "DELETE")
     },
 }

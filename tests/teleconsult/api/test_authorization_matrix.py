@@ -6,16 +6,19 @@ Fails when a route of the app has no matrix entry (see route_matrix.py for how t
 from __future__ import annotations
 
 import asyncio
+import base64
 import inspect
 import re
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 from fastapi.routing import APIRoute, APIWebSocketRoute
 from starlette.routing import Route, WebSocketRoute
 
 from teleconsult.api.app import create_app
+from teleconsult.security.enrolment import enroll_gateway
 from tests.teleconsult.api.helpers import PASSWORD, LiveServer, Seeded, make_settings
 from tests.teleconsult.api.route_matrix import CALLERS, MATRIX, Ctx
 
@@ -105,6 +108,42 @@ def test_matrix(key: tuple[str, str], caller: str, assigned: bool, seeded: Seede
     assert r.status_code == expected, (
         f"{method} {path} as {caller} ({'assigned' if assigned else 'other'}): {r.text[:300]}"
     )
+
+
+GATEWAY_KEYS = [key for key in ROUTE_KEYS if key[1].startswith("/fhir/r4") and key in MATRIX]
+GATEWAY_CASES = [(key, assigned) for key in GATEWAY_KEYS for assigned in (True, False)]
+
+
+def test_every_fhir_route_has_a_gateway_policy() -> None:
+    missing = [f"{m} {p}" for m, p in GATEWAY_KEYS if MATRIX[(m, p)].gateway is None]
+    assert GATEWAY_KEYS
+    assert not missing, f"/fhir/r4 routes without gateway= in route_matrix.py: {missing}"
+
+
+@pytest.mark.parametrize(
+    ("key", "assigned"),
+    GATEWAY_CASES,
+    ids=[f"{k[0]} {k[1]} gateway {'own' if a else 'other'}" for k, a in GATEWAY_CASES],
+)
+def test_gateway_matrix(key: tuple[str, str], assigned: bool, seeded: Seeded, matrix_server: Any) -> None:
+    """A gateway's broker credential (HTTP Basic), the gateway bound to p1: imports for p1 only, reads nothing."""
+    server, _ = matrix_server
+    entry = MATRIX[key]
+    assert entry.gateway is not None
+    with psycopg.connect(seeded.dsn, autocommit=True) as conn:
+        secret = enroll_gateway(conn, "gw-matrix", patient_id=seeded.p1)
+    patient_id = seeded.p1 if assigned else seeded.p2
+    ctx = Ctx(seeded=seeded, caller="gateway", assigned=assigned, patient_id=patient_id, base_url=server.url)
+    method, path = key
+    values = {"patient_id": str(patient_id)} | {name: make(ctx) for name, make in entry.params.items()}
+    basic = base64.b64encode(f"gw-matrix:{secret}".encode()).decode()
+    kwargs: dict[str, Any] = {"headers": {"Authorization": f"Basic {basic}"}}
+    if entry.body is not None:
+        kwargs["json"] = entry.body(ctx)
+    if entry.query is not None:
+        kwargs["params"] = entry.query(ctx)
+    r = httpx.request(method, server.url + _fill(path, values), **kwargs)
+    assert r.status_code == entry.gateway(assigned), f"{method} {path} as gateway: {r.text[:300]}"
 
 
 def test_matrix_size() -> None:
