@@ -111,7 +111,8 @@ def capability_statement(base: str, now: datetime, software_version: str) -> dic
         "rest": [
             {
                 "mode": "server",
-                "documentation": "Bearer token of POST /api/v1/auth/login; care-team rules; every call audited",
+                "documentation": "Bearer token of POST /api/v1/auth/login; care-team rules; every call audited. "
+                "Gateways: HTTP Basic gateway_id:secret (broker credential), import only, own patients",
                 "security": {
                     "service": [
                         {
@@ -122,7 +123,16 @@ def capability_statement(base: str, now: datetime, software_version: str) -> dic
                                 }
                             ],
                             "text": "Bearer access token (JWT)",
-                        }
+                        },
+                        {
+                            "coding": [
+                                {
+                                    "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                                    "code": "Basic",
+                                }
+                            ],
+                            "text": "Gateway broker credential (POST /fhir/r4 only)",
+                        },
                     ]
                 },
                 "resource": resources,
