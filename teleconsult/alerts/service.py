@@ -200,6 +200,7 @@ class EngineService:
         events = []
         while (ev := engine.next_event()) is not None:
             events.append(ev)
+        self._position = fetched.position  # the next fetch starts here, whether or not it is stored yet
         clock = time.monotonic()
         if not (events or force or clock - self._position_saved_at >= POSITION_EVERY_S):
             return
@@ -212,7 +213,6 @@ class EngineService:
         else:
             async with work.transaction():
                 await feed.save_position(work, fetched.position, prune_before=now - PRUNE_AGE if prune else None)
-        self._position = fetched.position
         self._position_saved_at = clock
         if prune:
             self._pruned_at = clock
