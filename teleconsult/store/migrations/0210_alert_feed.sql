@@ -13,8 +13,6 @@ create table reading_log (
     data text not null
 );
 create index reading_log_txid on reading_log (txid);
--- Short-lived rows written on ingest's hot path and read once: no pglz compression (CPU on both sides).
-alter table reading_log alter column data set storage external;
 
 -- The engine leader's position: the snapshot up to which every logged batch was processed. Written in the same
 -- transaction as the alert events those readings produced (exactly once for alerts across a failover).
