@@ -3,14 +3,10 @@
 Exactly one process runs the engine at a time (the *leader*): it holds a session advisory lock (:data:`LEADER_LOCK`)
 on a dedicated connection; the others retry every ``retry_s`` and take over when the leader dies (PostgreSQL releases
 the lock with its session). At start the leader rebuilds the engine from the store: patient profiles, open alerts
-(:meth:`Engine.restore`), the readings of the last trend/NEWS2 windows, then it replays every reading committed since
-the stored feed position (:mod:`teleconsult.alerts.feed`), all read in one snapshot.
+(:meth:`Engine.restore`), and the readings of the last trend/NEWS2 windows.
 
 Inputs
-- ``NOTIFY tbib_reading_log`` (a wake-up): every committed reading, read from ``reading_log`` after the stored position,
-  fed to the engine whole batch by batch in ``measured_at`` order; the new position is stored in the transaction of the
-  events those readings produced (exactly once for alerts across a failover), or at least every
-  :data:`POSITION_EVERY_S` when they produced none.
+- ``NOTIFY tbib_readings``: committed newest readings (trigger of migration 0200 on ``latest_readings``).
 - ``NOTIFY tbib_alert_events``: acknowledgements/resolutions made over HTTP on any node (the engine stops escalating
   or closes the rule), and ``profile:<patient>`` when a profile changes.
 - ``tbib/v1/gw/+/status`` (retained ``online``/``offline``) when a broker URL is given: gateway state for no-data.
@@ -43,7 +39,7 @@ from urllib.parse import urlsplit
 
 import psycopg
 
-from teleconsult.alerts import feed, store
+from teleconsult.alerts import store
 from teleconsult.alerts.engine import Engine
 from teleconsult.alerts.model import AlertEvent, AlertKey, Reading
 from teleconsult.alerts.rules import EngineConfig
@@ -55,11 +51,6 @@ LEADER_LOCK: Final = 0x7462_6962_616C_7274
 #: Longest time an engine event waits for the rest of a burst of notifications before it is stored.
 FLUSH_AFTER_S: Final = 0.005
 STATUS_TOPIC: Final = "tbib/v1/gw/+/status"
-#: Longest time the stored feed position lags behind when readings produce no event (replay length after a failover).
-POSITION_EVERY_S: Final = 1.0
-#: How often the leader drops processed ``reading_log`` rows, and how old they must be.
-PRUNE_EVERY_S: Final = 60.0
-PRUNE_AGE: Final = timedelta(minutes=10)
 #: Start of an alert frame as :func:`store.notify_payload` encodes it: id and event kind.
 _FRAME_HEAD: Final = re.compile(r'\{"type":"alert","id":(\d+),"event":"(\w+)"')
 
@@ -109,9 +100,6 @@ class EngineService:
         self.engine: Engine | None = None
         self.stored_events = 0
         self._inbox: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
-        self._position = ""
-        self._position_saved_at = 0.0
-        self._pruned_at = 0.0
 
     async def run(self) -> None:
         """Contend for leadership forever (cancel to stop)."""
@@ -135,7 +123,7 @@ class EngineService:
             await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True) as listen,
             await psycopg.AsyncConnection.connect(self.conninfo) as work,
         ):
-            await listen.execute(f"listen {feed.FEED_CHANNEL}")
+            await listen.execute(f"listen {store.READINGS_CHANNEL}")
             await listen.execute(f"listen {store.EVENTS_CHANNEL}")
             engine = Engine(self.config)
             cursor = await self._rebuild(engine, work)
@@ -153,69 +141,33 @@ class EngineService:
                     client.disconnect()
 
     async def _rebuild(self, engine: Engine, work: psycopg.AsyncConnection[Any]) -> int:
-        """Rebuild the engine from one snapshot: store, bounded warm-up, then the readings since the position."""
         now = self.clock()
-        snapshot = await feed.begin_snapshot(work)
-        stored = await feed.load_position(work)
-        gap = (
-            feed.Fetched([], frozenset(), snapshot) if stored is None else await feed.rows_since(work, stored, snapshot)
-        )
         for profile in await store.profiles(work):
             engine.set_patient(profile, now)
         engine.restore(await store.open_alerts(work), now)
         cursor = await store.last_event_id(work)
-        # Bounded warm-up, without the readings to replay: the newest reading of every metric still fresh for NEWS2
-        # (latest_readings), plus the history of the trend metrics over their windows; fed in measured_at order.
+        # Bounded warm-up: the newest reading of every metric still fresh for NEWS2 (latest_readings), plus the
+        # history of the trend metrics over their windows; fed in measured_at order.
         horizon = now + timedelta(minutes=5)
         cur = await work.execute(
-            "select patient_id, metric, value, unit, measured_at, device_id, reading_id from latest_readings"
+            "select patient_id, metric, value, unit, measured_at, device_id from latest_readings"
             " where measured_at > %s and measured_at <= %s",
             (now - self.config.news2_freshness, horizon),
         )
         rows = list(await cur.fetchall())
         for trend in self.config.trends:
             cur = await work.execute(
-                "select patient_id, metric, value, unit, measured_at, device_id, reading_id from readings"
+                "select patient_id, metric, value, unit, measured_at, device_id from readings"
                 " where metric = %s and measured_at > %s and measured_at <= %s",
                 (trend.metric, now - trend.window, horizon),
             )
             rows += await cur.fetchall()
-        await work.commit()
-        rows = [r for r in rows if str(r[6]) not in gap.reading_ids]
         rows.sort(key=lambda r: r[4])
         for r in rows:
             engine.receive(Reading(str(r[0]), r[1], r[2], r[3], r[4], None if r[5] is None else str(r[5])), now)
+        await work.commit()
         await self._flush(engine, work)
-        self._position = stored or snapshot
-        await self._feed_readings(engine, work, gap, now, force=True)
-        self._inbox.put_nowait((feed.FEED_CHANNEL, ""))  # whatever committed since the snapshot
         return cursor
-
-    async def _feed_readings(
-        self, engine: Engine, work: psycopg.AsyncConnection[Any], fetched: feed.Fetched, now: datetime, *, force: bool
-    ) -> None:
-        """Feed a fetch to the engine and store its events with the new position (one transaction)."""
-        for reading in fetched.readings:
-            engine.receive(reading, now)
-        events = []
-        while (ev := engine.next_event()) is not None:
-            events.append(ev)
-        self._position = fetched.position  # the next fetch starts here, whether or not it is stored yet
-        clock = time.monotonic()
-        if not (events or force or clock - self._position_saved_at >= POSITION_EVERY_S):
-            return
-        prune = clock - self._pruned_at >= PRUNE_EVERY_S
-        if events:
-            stored = await store.record_engine_events(
-                work, events, position=fetched.position, prune_before=now - PRUNE_AGE if prune else None
-            )
-            self.stored_events += len(stored)
-        else:
-            async with work.transaction():
-                await feed.save_position(work, fetched.position, prune_before=now - PRUNE_AGE if prune else None)
-        self._position_saved_at = clock
-        if prune:
-            self._pruned_at = clock
 
     async def _listen(self, listen: psycopg.AsyncConnection[Any]) -> None:
         async for n in listen.notifies():
@@ -241,19 +193,12 @@ class EngineService:
                     batch.append(self._inbox.get_nowait())
             pending: list[AlertEvent] = []
             first_at = 0.0
-            fed = False
             for channel, payload in batch:
                 now = self.clock()
-                if channel == feed.FEED_CHANNEL:
-                    if fed:
-                        continue  # one fetch reads everything committed so far
-                    fed = True
-                    await self._flush(engine, work, pending)  # earlier events are not the fetch's
-                    pending = []
-                    fetched = await feed.fetch_since(work, self._position)
-                    await self._feed_readings(engine, work, fetched, now, force=False)
-                    continue
-                if channel == store.EVENTS_CHANNEL:
+                if channel == store.READINGS_CHANNEL:
+                    for reading in parse_readings(payload):
+                        engine.receive(reading, now)
+                elif channel == store.EVENTS_CHANNEL:
                     cursor = await self._clinician_actions(engine, work, payload, cursor, now)
                 elif channel == "gateway":
                     gateway_id, _, state = payload.partition(" ")

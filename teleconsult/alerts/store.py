@@ -23,7 +23,6 @@ from typing import Any, Final
 
 from psycopg import AsyncConnection
 
-from teleconsult.alerts import feed
 from teleconsult.alerts.errors import AlertNotFoundError, AlertStateError
 from teleconsult.alerts.model import AlertEvent, AlertKey, EventKind, OpenAlert, Severity
 from teleconsult.alerts.rules import PatientProfile
@@ -74,12 +73,9 @@ def _log(cte: str) -> str:
     )
 
 
-# Idempotent: an occurrence already raised (a replay of readings already processed) inserts nothing, no event.
 _RAISE: Final = _log(
-    "insert into alerts (patient_id, rule, severity, state, raised_at, updated_at, details, occurrence) "
-    "select %(patient)s, %(rule)s, %(severity)s, 'open', %(at)s, %(at)s, %(details)s::jsonb, %(occurrence)s::text "
-    "where %(occurrence)s::text is null or not exists (select 1 from alerts o where o.patient_id = %(patient)s"
-    " and o.rule = %(rule)s and o.occurrence = %(occurrence)s) "
+    "insert into alerts (patient_id, rule, severity, state, raised_at, updated_at, details) "
+    "values (%(patient)s, %(rule)s, %(severity)s, 'open', %(at)s, %(at)s, %(details)s) "
     "on conflict (patient_id, rule) where state <> 'resolved' do update set severity = excluded.severity, "
     "updated_at = excluded.updated_at, details = excluded.details returning *"
 )
@@ -132,30 +128,13 @@ async def _notify(conn: Conn, events: Sequence[StoredEvent]) -> None:
         )
 
 
-def occurrence(ev: AlertEvent) -> str | None:
-    """What a raise is for: the device time of the reading that started the condition (None: time-driven rules)."""
-    at = ev.details.get("onset", ev.details.get("measured_at"))
-    return None if at is None else str(at)
-
-
-async def record_engine_events(
-    conn: Conn,
-    events: Iterable[AlertEvent],
-    *,
-    position: str | None = None,
-    prune_before: datetime | None = None,
-) -> list[StoredEvent]:
-    """Persist engine events in one transaction; returns the stored events (an event on no open alert is skipped).
-
-    ``position``: the reading feed position these events were produced up to, stored in the same transaction
-    (:func:`teleconsult.alerts.feed.save_position`).
-    """
+async def record_engine_events(conn: Conn, events: Iterable[AlertEvent]) -> list[StoredEvent]:
+    """Persist engine events in one transaction; returns the stored events (an event on no open alert is skipped)."""
     stored: list[StoredEvent] = []
     async with conn.transaction():
         await _lock_and_notify_prefix(conn)
         for ev in events:
             params = {
-                "occurrence": occurrence(ev) if ev.kind is EventKind.RAISED else None,
                 "type": ev.kind.value,
                 "patient": uuid.UUID(ev.key.patient_id),
                 "rule": ev.key.rule,
@@ -167,8 +146,6 @@ async def record_engine_events(
             row = await cur.fetchone()
             if row is not None:
                 stored.append(_event(row))
-        if position is not None:
-            await feed.save_position(conn, position, prune_before=prune_before)
         await _notify(conn, stored)
     return stored
 

@@ -12,9 +12,7 @@ Per batch, inside one transaction:
    on the idempotent path from the ``INSERT ... RETURNING`` rows, so that a duplicate never counts twice and a late
    reading updates its old bucket.
 4. Upsert ``latest_readings`` from the batch's newest row per (patient, metric) (computed by the caller, sorted: a
-   stable lock order across workers), keeping the newest ``measured_at``; log the batch's rows for the alert engine
-   (one ``reading_log`` row, migration 0210: the engine reads every reading from it); insert the batch's dead letters;
-   ``COMMIT``.
+   stable lock order across workers), keeping the newest ``measured_at``; insert the batch's dead letters; ``COMMIT``.
 The caller acknowledges MQTT messages only after :func:`write_batch` returns.
 """
 
@@ -72,8 +70,6 @@ LATEST_SQL: Final = (
     " updated_at = now()"
     " where excluded.measured_at > latest_readings.measured_at"
 )
-#: The batch's rows for the alert engine (teleconsult.alerts.feed); its trigger notifies ``tbib_reading_log``.
-READING_LOG_SQL: Final = "insert into reading_log (data) values (%s)"
 DEAD_LETTER_SQL: Final = (
     "insert into dead_letters (topic, gateway_id, reason, payload, payload_size) values (%s, %s, %s, %s, %s)"
 )
@@ -127,8 +123,7 @@ async def write_batch(
     rollups are then stale until ``tbib db rebuild-rollups``).
     """
     inserted = 0
-    text = "".join(lines)
-    data = text.encode()
+    data = "".join(lines).encode() if lines else b""
     async with conn.transaction():
         if lines:
             async with conn.cursor() as cur:
@@ -160,7 +155,6 @@ async def write_batch(
                 elif latest:
                     rows = sorted(latest, key=lambda r: (str(r.patient_id), r.metric))
                     await cur.execute(LATEST_VALUES_SQL, [list(col) for col in zip(*rows, strict=True)])
-                await cur.execute(READING_LOG_SQL, (text,))
         if dead:
             async with conn.cursor() as cur:
                 await cur.executemany(

@@ -478,15 +478,3 @@ def test_news2_pulse_is_the_newer_of_heart_rate_and_pulse_rate() -> None:
     assert drain(engine) == []
     assert engine.open_alerts() == {AlertKey(P, "news2"): Severity.LOW}
     assert kinds(feed(engine, "pulse_rate", 70, 110)) == [("cleared", "news2", "low")]
-
-
-def test_brief_desaturation_inside_one_batch_raises_then_clears() -> None:
-    """A batch fed whole (the service's reading feed): 97, 85, 97 within 2 s raises spo2_falling and clears it;
-    NEWS2 is scored once for the batch, on the newest observations (97)."""
-    engine = Engine(EngineConfig())
-    now = s(3)
-    for metric, value, t in [("heart_rate", 70, 0), ("spo2", 97, 0), ("spo2", 85, 1), ("spo2", 97, 2)]:
-        engine.receive(reading(metric, value, s(t)), now)
-    assert kinds(drain(engine)) == [("raised", "spo2_falling", "medium"), ("cleared", "spo2_falling", "medium")]
-    assert engine.open_alerts() == {}
-    assert engine.get_timer() is None or engine.get_timer() >= now  # the 85 reading's pending threshold was cancelled
