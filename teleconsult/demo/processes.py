@@ -109,7 +109,6 @@ class Supervisor:
                 _killpg(child.proc)
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     child.proc.wait(2)
-            _killpg(child.proc)  # what the child itself started and left behind, if anything
         with self._lock:
             self.children.clear()
             for f in self._files:
@@ -125,7 +124,7 @@ class Supervisor:
 
 def _killpg(proc: subprocess.Popen[bytes]) -> None:
     # start_new_session: the child's pid is its process group id. Skip a reaped child (its pid may be reused).
-    if proc.returncode is None or proc.poll() is None:
+    if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
 
