@@ -222,6 +222,58 @@ async def test_every_range_updates_live_without_reload(stack: Stack, browser: An
     await context.close()
 
 
+async def test_patient_page_survives_vitals_before_its_detail_and_leaving_early(stack: Stack, browser: Any) -> None:
+    """The CI failure of stop 21: a vitals frame arrived while the patient's detail was still loading and the page drew
+    into elements it had not built yet ("Cannot read properties of undefined (reading 'replaceChildren')"). Here the
+    detail is held back on purpose while live readings flow; then a page left before its detail came must not draw
+    over the page that replaced it."""
+    assert stack.cast is not None
+    context = await browser.new_context(viewport={"width": 1360, "height": 900}, locale="fr-FR", bypass_csp=True)
+    page = await context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    await login(page, stack)
+    await wait_for(page, "document.getElementById('conn').dataset.state === 'live'")
+    patient = next(p for p in stack.cast.patients if p.scenario == "stable")
+    held: list[Any] = []
+    release = asyncio.Event()
+
+    async def hold(route: Any) -> None:
+        held.append(route)
+        await release.wait()
+        await route.continue_()
+
+    await page.route(f"**/api/v1/patients/{patient.patient_id}", hold)
+    await page.evaluate(
+        "pid => { window.__mine = 0; window.tbib.state.addEventListener('vitals', (ev) => {"
+        " for (const it of ev.detail.items) if (it[0] === pid) window.__mine += 1; }); }",
+        str(patient.patient_id),
+    )
+    await page.goto(f"{stack.url}/#/patient/{patient.patient_id}")
+    await wait_for(page, "window.__mine > 1")  # this patient's live readings reached the page while it waited
+    assert len(held) == 1
+    release.set()
+    await page.wait_for_selector("figure.chart[data-chart='spo2'] canvas")
+    assert await page.text_content(".patient-head h1") == patient.name
+
+    # Leave before the detail comes: the list page that replaced it stays as it is.
+    release.clear()
+    await page.evaluate("location.hash = '#/'")
+    await page.wait_for_selector("table.patients tbody tr")
+    await page.evaluate("window.__mine = 0")
+    await page.evaluate(f"location.hash = '#/patient/{patient.patient_id}'")
+    await wait_for(page, "window.__mine > 1")
+    assert len(held) == 2
+    await page.evaluate("location.hash = '#/'")
+    await page.wait_for_selector("table.patients tbody tr")
+    release.set()
+    await page.wait_for_timeout(1500)
+    assert await page.locator(".patient-head").count() == 0
+    assert await page.locator("table.patients tbody tr").count() == len(stack.cast.patients)
+    assert errors == []
+    await context.close()
+
+
 async def test_network_cut_reconnects_and_shows_the_missed_alert(stack: Stack, browser: Any) -> None:
     assert stack.cast is not None
     context = await browser.new_context(locale="fr-FR", bypass_csp=True)

@@ -152,6 +152,7 @@ export class PatientPage {
   }
 
   destroy() {
+    this.destroyed = true;
     this.state.removeEventListener("vitals", this._onVitals);
     this.state.removeEventListener("alert", this._onAlert);
     this._resize.disconnect();
@@ -160,10 +161,15 @@ export class PatientPage {
     clearInterval(this._ages);
   }
 
+  // Vitals and alerts arrive on the sockets while the detail is still loading, and the user may leave the page before
+  // it has loaded: nothing is drawn before _build, and nothing at all once the page is destroyed (its root is reused).
   async load() {
-    this.detail = await get(`/patients/${this.id}`);
+    const detail = await get(`/patients/${this.id}`);
+    if (this.destroyed) return;
+    this.detail = detail;
     this._build();
     await Promise.all([this.loadCharts(), this.loadSummary()]);
+    if (this.destroyed) return;
     this._ages = setInterval(() => this._refreshLatest(), 5000);
   }
 
@@ -248,6 +254,7 @@ export class PatientPage {
   }
 
   _refreshHeader() {
+    if (!this.news || this.destroyed) return;
     const p = this.state.patients.get(this.id) || this.detail;
     const n = p.news2;
     const missing = n.missing.map((m) => t(`news2.param.${m}`)).join(", ");
@@ -257,6 +264,7 @@ export class PatientPage {
   }
 
   _refreshLatest() {
+    if (!this.latestBox || this.destroyed) return;
     const p = this.state.patients.get(this.id) || this.detail;
     const now = Date.now();
     const items = [];
@@ -307,7 +315,7 @@ export class PatientPage {
       return { spec, results };
     });
     const loaded = await Promise.all(jobs);
-    if (range !== this.range) return;
+    if (range !== this.range || this.destroyed) return;
     for (const c of this.charts.values()) c.plot.destroy();
     this.charts.clear();
     this.grid.replaceChildren();
@@ -411,6 +419,7 @@ export class PatientPage {
   async loadSummary() {
     const tz = Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC";
     const s = await get(`/patients/${this.id}/summary?days=7&tz=${encodeURIComponent(tz)}`);
+    if (this.destroyed) return;
     const table = document.createElement("table");
     table.className = "summary";
     const cap = table.createCaption();
