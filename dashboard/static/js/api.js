@@ -3,10 +3,11 @@
 const API = "/api/v1";
 
 export class ApiError extends Error {
-  constructor(status, detail) {
+  constructor(status, detail, body = null) {
     super(`${status}: ${detail}`);
     this.status = status;
     this.detail = detail;
+    this.body = body; // the parsed JSON error body (structured details, e.g. prescription check problems)
   }
 }
 
@@ -36,11 +37,11 @@ async function raw(method, path, body) {
   });
 }
 
-async function detailOf(res) {
+async function errorOf(res) {
   try {
     const j = await res.json();
-    return typeof j.detail === "string" ? j.detail : JSON.stringify(j.detail);
-  } catch { return res.statusText; }
+    return new ApiError(res.status, typeof j.detail === "string" ? j.detail : JSON.stringify(j.detail), j);
+  } catch { return new ApiError(res.status, res.statusText); }
 }
 
 // Refresh the cookie session once (concurrent callers share the attempt). Resolves true when renewed.
@@ -65,7 +66,7 @@ export async function request(method, path, body) {
     if (await refresh()) res = await raw(method, path, body);
   }
   if (!res.ok) {
-    const err = new ApiError(res.status, await detailOf(res));
+    const err = await errorOf(res);
     if (res.status === 401) window.dispatchEvent(new CustomEvent("tbib:unauthenticated"));
     throw err;
   }
@@ -77,12 +78,13 @@ export async function request(method, path, body) {
 export const get = (path) => request("GET", path);
 export const post = (path, body = {}) => request("POST", path, body);
 export const put = (path, body = {}) => request("PUT", path, body);
+export const del = (path) => request("DELETE", path);
 
 export async function login(username, password, totp) {
   const body = { username, password, mode: "cookie" };
   if (totp) body.totp = totp;
   const res = await raw("POST", "/auth/login", body);
-  if (!res.ok) throw new ApiError(res.status, await detailOf(res));
+  if (!res.ok) throw await errorOf(res);
   const j = await res.json();
   csrf = j.csrf_token;
   return j.user;
