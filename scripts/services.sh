@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
-# tbib services for tests, benchmarks and the demo: a PostgreSQL cluster with TimescaleDB and a Mosquitto broker of the
-# project's own (own data dir, own ports, own config). Never touches the machine's default services.
+# tbib services for tests, benchmarks and the demo: a PostgreSQL cluster with TimescaleDB, a Mosquitto broker and a
+# coturn TURN server of the project's own (own data dir, own ports, own config). Never touches the machine's default
+# services.
 #
-#   scripts/services.sh up [postgres|mosquitto]     start what is missing (idempotent), print shell exports
-#   scripts/services.sh down [postgres|mosquitto]   stop only what this script started
+#   scripts/services.sh up [postgres|mosquitto|turn]     start what is missing (idempotent), print shell exports
+#   scripts/services.sh down [postgres|mosquitto|turn]   stop only what this script started
 #   scripts/services.sh status   say what runs, with URLs
-#   scripts/services.sh env      print the exports (TBIB_TEST_DSN, TBIB_TEST_MQTT_URL, TBIB_TIMESCALEDB)
+#   scripts/services.sh env      print the exports (TBIB_TEST_DSN, TBIB_TEST_MQTT_URL, TBIB_TIMESCALEDB,
+#                                TBIB_TEST_TURN_URL, TBIB_TEST_TURN_SECRET)
 #   scripts/services.sh timescaledb   build/install TimescaleDB only
+#   scripts/services.sh cluster up|down|status [all|rabbitmq|nats]   3-node broker clusters (scripts/cluster.sh)
 #
-# TBIB_TEST_DSN / TBIB_TEST_MQTT_URL, when set, name existing services: this script then starts nothing for them.
+# TBIB_TEST_DSN / TBIB_TEST_MQTT_URL / TBIB_TEST_TURN_URL (+ TBIB_TEST_TURN_SECRET), when set, name existing
+# services: this script then starts nothing for them.
 # TBIB_CACHE_DIR (default: <repo>/.cache) holds state; the TimescaleDB build is cached in ${XDG_CACHE_HOME:-~/.cache}/tbib.
 set -euo pipefail
 
@@ -19,6 +23,7 @@ BUILD_CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/tbib"
 PGDATA_DIR="$STATE/pgdata"
 PGRUN="$STATE/pgrun"
 MQ_DIR="$STATE/mosquitto"
+TURN_DIR="$STATE/coturn"
 mkdir -p "$STATE" "$BUILD_CACHE"
 
 log() { printf 'services: %s\n' "$*" >&2; }
@@ -197,6 +202,70 @@ mq_down() {
     rm -f "$MQ_DIR/mosquitto.pid"
 }
 
+# ---------------------------------------------------------------- coturn (TURN relay for the call tests)
+# Plain TURN over UDP and TCP on one loopback port, REST-API credentials (use-auth-secret) with a secret generated once
+# and kept in $TURN_DIR/secret: the signaling server of a test gets the same secret (TBIB_TEST_TURN_SECRET).
+# allow-loopback-peers: every peer of a test is on 127.0.0.1 (never in a deployment: docs/teleconsultation.md §5).
+turn_pid() { cat "$TURN_DIR/turnserver.pid" 2>/dev/null || true; }
+turn_running() { local p; p=$(turn_pid); [ -n "$p" ] && kill -0 "$p" 2>/dev/null; }
+
+free_udp_tcp_port() {
+    python3 - <<'EOF'
+import socket
+for _ in range(50):
+    t = socket.socket(); t.bind(("127.0.0.1", 0)); port = t.getsockname()[1]
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        u.bind(("127.0.0.1", port))
+    except OSError:
+        continue
+    finally:
+        u.close(); t.close()
+    print(port); break
+EOF
+}
+
+turn_up() {
+    if [ -n "${TBIB_TEST_TURN_URL:-}" ]; then log "using TBIB_TEST_TURN_URL (external TURN server)"; return 0; fi
+    command -v turnserver >/dev/null 2>&1 || [ -x /usr/bin/turnserver ] || apt_install coturn
+    local bin; bin=$(command -v turnserver || echo /usr/bin/turnserver)
+    if turn_running; then return 0; fi
+    mkdir -p "$TURN_DIR"; chmod 700 "$TURN_DIR"
+    [ -s "$TURN_DIR/secret" ] || (umask 077; python3 -c 'import secrets; print(secrets.token_urlsafe(32))' > "$TURN_DIR/secret")
+    local port; port=$(cat "$STATE/turn.port" 2>/dev/null || free_udp_tcp_port)
+    echo "$port" > "$STATE/turn.port"
+    : > "$TURN_DIR/turnserver.conf"; chmod 600 "$TURN_DIR/turnserver.conf"   # it holds the secret
+    {
+        cat "$REPO/config/coturn/tbib.conf"
+        echo
+        echo "# written by scripts/services.sh for tests"
+        echo "listening-ip=127.0.0.1"
+        echo "listening-port=$port"
+        echo "relay-ip=127.0.0.1"
+        echo "realm=tbib.test"
+        echo "server-name=tbib.test"
+        echo "static-auth-secret=$(cat "$TURN_DIR/secret")"
+        echo "pidfile=$TURN_DIR/turnserver.pid"
+        echo "log-file=$TURN_DIR/turnserver.log"
+        echo "userdb=$TURN_DIR/turndb.sqlite"
+        echo "allow-loopback-peers"
+    } >> "$TURN_DIR/turnserver.conf"
+    rm -f "$TURN_DIR/turnserver.pid"
+    "$bin" -c "$TURN_DIR/turnserver.conf" -o >/dev/null 2>&1 || true
+    for _ in $(seq 1 50); do
+        if turn_running && python3 -c "import socket; socket.create_connection(('127.0.0.1',$port),0.2)" 2>/dev/null; then
+            log "coturn on 127.0.0.1:$port (UDP and TCP)"; return 0; fi
+        sleep 0.1
+    done
+    tail -n 20 "$TURN_DIR/turnserver.log" >&2 || true
+    die "coturn did not start"
+}
+
+turn_down() {
+    if turn_running; then kill "$(turn_pid)"; log "coturn stopped"; fi
+    rm -f "$TURN_DIR/turnserver.pid"
+}
+
 # ---------------------------------------------------------------- commands
 print_env() {
     if [ -n "${TBIB_TEST_DSN:-}" ]; then echo "export TBIB_TEST_DSN='$TBIB_TEST_DSN'"
@@ -206,16 +275,26 @@ print_env() {
     fi
     if [ -n "${TBIB_TEST_MQTT_URL:-}" ]; then echo "export TBIB_TEST_MQTT_URL='$TBIB_TEST_MQTT_URL'"
     elif [ -f "$STATE/mqtt.port" ]; then echo "export TBIB_TEST_MQTT_URL='mqtt://127.0.0.1:$(cat "$STATE/mqtt.port")'"; fi
+    if [ -n "${TBIB_TEST_TURN_URL:-}" ]; then
+        echo "export TBIB_TEST_TURN_URL='$TBIB_TEST_TURN_URL'"
+        echo "export TBIB_TEST_TURN_SECRET='${TBIB_TEST_TURN_SECRET:-}'"
+    elif [ -f "$STATE/turn.port" ] && [ -s "$TURN_DIR/secret" ]; then
+        echo "export TBIB_TEST_TURN_URL='turn:127.0.0.1:$(cat "$STATE/turn.port")'"
+        echo "export TBIB_TEST_TURN_SECRET='$(cat "$TURN_DIR/secret")'"
+    fi
 }
 
 case "${1:-status}" in
+    cluster) shift; exec "$REPO/scripts/cluster.sh" "$@" ;;  # 3-node RabbitMQ and NATS clusters (docs/scale-out.md)
     up|down)
-        # Optional second argument: only one of the two (the demo uses the project's PostgreSQL with its own broker).
+        # Optional second argument: only one of them (the demo uses the project's PostgreSQL with its own broker and
+        # its own coturn).
         case "${2:-all}" in
-            all) "pg_$1"; "mq_$1" ;;
+            all) "pg_$1"; "mq_$1"; "turn_$1" ;;
             postgres) "pg_$1" ;;
             mosquitto) "mq_$1" ;;
-            *) echo "usage: $0 $1 [all|postgres|mosquitto]" >&2; exit 2 ;;
+            turn) "turn_$1" ;;
+            *) echo "usage: $0 $1 [all|postgres|mosquitto|turn]" >&2; exit 2 ;;
         esac
         [ "$1" = up ] && print_env ;;
     env) print_env ;;
@@ -224,6 +303,7 @@ case "${1:-status}" in
         ensure_postgres
         if pg_running; then echo "postgresql: running on 127.0.0.1:$(cat "$STATE/pg.port")"; else echo "postgresql: stopped"; fi
         if mq_running; then echo "mosquitto: running on 127.0.0.1:$(cat "$STATE/mqtt.port")"; else echo "mosquitto: stopped"; fi
+        if turn_running; then echo "coturn: running on 127.0.0.1:$(cat "$STATE/turn.port")"; else echo "coturn: stopped"; fi
         ;;
-    *) echo "usage: $0 up|down [all|postgres|mosquitto] | status|env|timescaledb" >&2; exit 2 ;;
+    *) echo "usage: $0 up|down [all|postgres|mosquitto|turn] | status|env|timescaledb" >&2; exit 2 ;;
 esac

@@ -7,6 +7,8 @@ Fixtures
 - ``db_dsn``: a fresh database per test module, parametrized over the two storage flavours ("timescaledb", "plain").
 - ``tsdb_dsn`` / ``plain_dsn``: one flavour only.
 - ``mqtt_url``, ``mqtt_host_port``: the project's broker.
+- ``turn_server``: the project's coturn (``TBIB_TEST_TURN_URL`` + ``TBIB_TEST_TURN_SECRET`` from services.sh), else one
+  of this session's own.
 """
 
 from __future__ import annotations
@@ -30,6 +32,19 @@ SERVICES = REPO / "scripts" / "services.sh"
 
 
 @dataclass(frozen=True)
+class TurnServer:
+    """A coturn with REST-API credentials (``use-auth-secret``): ``host:port`` on UDP and TCP, and its secret."""
+
+    host: str
+    port: int
+    secret: str
+
+    def urls(self, *transports: str) -> list[str]:
+        """``turn:host:port?transport=...`` for each of ``transports`` (default: udp, then tcp)."""
+        return [f"turn:{self.host}:{self.port}?transport={t}" for t in (transports or ("udp", "tcp"))]
+
+
+@dataclass(frozen=True)
 class Services:
     dsn: str
     mqtt_url: str
@@ -38,15 +53,18 @@ class Services:
 
 
 _summary: dict[str, str] = {}
+_env: dict[str, str] = {}
 
 
 def _start_services() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k.startswith("TBIB_TEST_")}
     if "TBIB_TEST_DSN" in env and "TBIB_TEST_MQTT_URL" in env:
+        _env.update(env)
         return env
     out = subprocess.run([str(SERVICES), "up"], check=True, capture_output=True, text=True).stdout
     for m in re.finditer(r"^export (\w+)='([^']*)'$", out, re.MULTILINE):
         env.setdefault(m.group(1), m.group(2))
+    _env.update(env)
     return env
 
 
@@ -140,6 +158,26 @@ def mqtt_host_port(mqtt_url: str) -> tuple[str, int]:
     assert parts.hostname
     assert parts.port
     return parts.hostname, parts.port
+
+
+@pytest.fixture(scope="session")
+def turn_server(services: Services, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TurnServer]:
+    """The project's coturn (scripts/services.sh), else our own for this session (external DSN and broker given)."""
+    url, secret = _env.get("TBIB_TEST_TURN_URL"), _env.get("TBIB_TEST_TURN_SECRET")
+    if url and secret:
+        parts = urlsplit(url.replace("turn:", "turn://", 1))
+        assert parts.hostname
+        assert parts.port
+        _summary["turn"] = f"coturn at {parts.hostname}:{parts.port}"
+        yield TurnServer(parts.hostname, parts.port, secret)
+        return
+    from teleconsult.signaling.coturn import Coturn, coturn_binary
+
+    if coturn_binary() is None:
+        pytest.fail("coturn is not installed: `make setup` (as root) installs it")
+    with Coturn(tmp_path_factory.mktemp("coturn")) as own:
+        _summary["turn"] = f"coturn at {own.listen_ip}:{own.port} (this session's own)"
+        yield TurnServer(own.listen_ip, own.port, own.secret)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -1,4 +1,4 @@
-"""`tbib services up|down|status|env`: the project's own PostgreSQL/TimescaleDB and Mosquitto (scripts/services.sh)."""
+"""`tbib services up|down|status|env`: our own PostgreSQL/TimescaleDB, Mosquitto and coturn (scripts/services.sh)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "services.sh"
 
 def add_parser(sub: Any) -> None:
     """Register `tbib services`."""
-    parser = sub.add_parser("services", help="start/stop the project's own TimescaleDB and Mosquitto for tests")
+    parser = sub.add_parser("services", help="start/stop the project's own TimescaleDB, Mosquitto and coturn for tests")
     parser.add_argument("action", choices=["up", "down", "status", "env"], help="what to do")
     parser.set_defaults(func=_run)
 

@@ -12,6 +12,7 @@ that part: when the doctor opens a consultation, it starts ``tbib consult join``
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sys
 import time
@@ -150,8 +151,9 @@ class ConsultLauncher:
                 key=self.key, consultation_id=str(cid), role=Role.AGENT, subject=f"gateway-of-{pid}",
                 now=datetime.now(UTC),
             )  # fmt: skip
+            # The server's ICE list (the demo's coturn first): the agent also gathers a relay candidate.
             argv = [PY, "-m", "teleconsult.cli.main", "consult", "join", "--token", token, "--server", self.base_url,
-                    "--no-camera", "--no-ice-servers", "--demo-vitals", "1"]  # fmt: skip
+                    "--no-camera", "--demo-vitals", "1"]  # fmt: skip
             self.sup.start(f"consult-{str(cid)[:8]}", argv, self.env, critical=False)
             started.append(str(cid))
         return started
@@ -199,7 +201,7 @@ def _start_and_watch(
     progress = Progress(6, out)
     progress.step("database and MQTT broker")
     demo_services.start(data, services, log=progress.note, mode=config.services)
-    progress.done(f"{services.database_note}; {services.broker_note}")
+    progress.done(f"{services.database_note}; {services.broker_note}; {services.turn_note}")
 
     progress.step("database migrations")
     from teleconsult.store.migrate import upgrade
@@ -235,6 +237,8 @@ def _start_and_watch(
         "TBIB_ENV": "development", "TBIB_COOKIE_SECURE": "false", "TBIB_HOST": config.host, "TBIB_PORT": str(port),
         "TBIB_SERVER_URL": base_url,
     })  # fmt: skip
+    if services.turn_urls:  # the server issues REST-API credentials for the demo's coturn (joined.iceServers)
+        env.update({"TBIB_TURN_URLS": json.dumps(services.turn_urls), "TBIB_TURN_SECRET": services.turn_secret})
     server = sup.start("server", [PY, "-m", "teleconsult.cli.main", "server"], env)
     _wait_healthy(base_url, server)
     extensions = _extensions_present()

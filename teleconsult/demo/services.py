@@ -10,6 +10,9 @@ Order (each of database and broker independently):
    access off, and the password and ACL files that gateway enrolment writes (each gateway may publish only under its
    own topics): the demo exercises the same broker security as a deployment. There is no pure-Python fallback: amqtt
    speaks only MQTT 3.1.1 and has no shared subscriptions, which ingest needs, so without Mosquitto the demo stops.
+4. TURN: the demo's own coturn (:mod:`teleconsult.signaling.coturn`) on a free loopback port, UDP and TCP, with a
+   fresh REST-API secret that the demo server gets as ``turn_secret``. Without the ``coturn`` package the demo runs
+   without TURN (calls on loopback need none) and says so.
 
 Stopping is bounded: every process started here is in a session of its own (a Ctrl-C in the terminal reaches only the
 demo, which then stops them in order), each stop has a timeout, and :meth:`Services.kill` ends everything at once
@@ -63,6 +66,10 @@ class Services:
     """Each ends one started service at once, without waiting (safe to call from a signal handler or a thread)."""
     broker_files: BrokerFiles | None = None
     """The demo broker's password/ACL files (None: an external broker, credentials not managed by the demo)."""
+    turn_urls: list[str] = field(default_factory=list)
+    """The demo coturn's URLs (UDP, then TCP); empty without TURN."""
+    turn_secret: str = ""
+    turn_note: str = ""
 
     def stop(self) -> None:
         """Stop what the demo started (data stays on disk); each stop has its own timeout."""
@@ -256,6 +263,25 @@ def start_mosquitto(data_dir: Path, services: Services, *, auth: bool = True) ->
     raise DemoError("mosquitto did not start listening within 10 s")
 
 
+def start_coturn(data_dir: Path, services: Services) -> None:
+    """The demo's coturn (loopback, UDP + TCP, a fresh secret); registers its stop/kill. No coturn: a note only."""
+    from teleconsult.signaling.coturn import Coturn, CoturnError, coturn_binary
+
+    if coturn_binary() is None:
+        services.turn_note = "no TURN (install the coturn package: `make setup` as root)"
+        return
+    turn = Coturn(data_dir / "coturn", realm="tbib.demo")
+    with uninterrupted():
+        services.stoppers.append(turn.stop)
+        services.killers.append(turn.kill)
+        try:
+            turn.start()
+        except CoturnError as exc:
+            raise DemoError(str(exc)) from exc
+    services.turn_urls, services.turn_secret = turn.urls, turn.secret
+    services.turn_note = f"coturn on {turn.listen_ip}:{turn.port} (UDP and TCP)"
+
+
 def _pgserver(pgdata: Path) -> Any:
     from pgserver import get_server  # type: ignore[attr-defined]
 
@@ -334,6 +360,7 @@ def start(data_dir: Path, services: Services, *, log: Callable[[str], None], mod
             services.database_note = "embedded PostgreSQL (pgserver)"
         if mqtt is None:
             start_mosquitto(data_dir, services)
+        start_coturn(data_dir, services)
     except BaseException:
         services.stop()
         raise
