@@ -1,18 +1,31 @@
-// Translations (French by default, English) and Intl formatting of numbers, dates and ages.
-const LANGS = ["fr", "en"];
+// Translations (French by default, English, Arabic) and Intl formatting of numbers, dates and ages.
+// Arabic (written right to left: <html dir="rtl">) covers the patient space (i18n/me.ar.json); the clinician pages
+// fall back to French for keys Arabic does not have. Each language loads "<lang>.json" and "me.<lang>.json".
+const LANGS = ["fr", "en", "ar"];
+const FALLBACK = { ar: "fr" };
 let lang = "fr";
 let dict = {};
+
+async function load(name) {
+  const res = await fetch(`/app/i18n/${name}.json`, { cache: "no-cache" });
+  return res.ok ? res.json() : {};
+}
+
+// Intl locale: Moroccan Arabic conventions with Western digits (ar-MA uses "latn" numerals).
+export function intlLocale() { return lang === "ar" ? "ar-MA" : lang; }
 const listeners = new Set();
 
 export function currentLang() { return lang; }
 
 export async function setLang(next) {
   if (!LANGS.includes(next)) next = "fr";
-  const res = await fetch(`/app/i18n/${next}.json`, { cache: "no-cache" });
-  dict = await res.json();
+  const base = FALLBACK[next];
+  const parts = await Promise.all([base ? load(base) : {}, base ? load(`me.${base}`) : {}, load(next), load(`me.${next}`)]);
+  dict = Object.assign({}, ...parts);
   lang = next;
   localStorage.setItem("tbib.lang", next);
   document.documentElement.lang = next;
+  document.documentElement.dir = next === "ar" ? "rtl" : "ltr";
   translateDom(document);
   for (const fn of listeners) fn(next);
 }
@@ -43,7 +56,7 @@ export function fmtNumber(value, digits = 0) {
   const key = `${lang}:${digits}`;
   let f = numberFormats.get(key);
   if (!f) {
-    f = new Intl.NumberFormat(lang, { minimumFractionDigits: digits, maximumFractionDigits: digits });
+    f = new Intl.NumberFormat(intlLocale(), { minimumFractionDigits: digits, maximumFractionDigits: digits });
     numberFormats.set(key, f);
   }
   return f.format(value);
@@ -52,12 +65,12 @@ export function fmtNumber(value, digits = 0) {
 export function fmtDateTime(value, opts = { dateStyle: "short", timeStyle: "medium" }) {
   if (!value) return "—";
   const d = value instanceof Date ? value : new Date(value);
-  return new Intl.DateTimeFormat(lang, opts).format(d);
+  return new Intl.DateTimeFormat(intlLocale(), opts).format(d);
 }
 
 export function fmtDay(isoDay) {
   const [y, m, d] = isoDay.split("-").map(Number);
-  return new Intl.DateTimeFormat(lang, { weekday: "short", day: "numeric", month: "short", timeZone: "UTC" })
+  return new Intl.DateTimeFormat(intlLocale(), { weekday: "short", day: "numeric", month: "short", timeZone: "UTC" })
     .format(new Date(Date.UTC(y, m - 1, d)));
 }
 
@@ -66,7 +79,7 @@ let rtfLang = null;
 // "il y a 12 s" / "12 sec. ago"
 export function fmtAge(seconds) {
   if (seconds === null || seconds === undefined) return "—";
-  if (rtfLang !== lang) { rtf = new Intl.RelativeTimeFormat(lang, { numeric: "always", style: "short" }); rtfLang = lang; }
+  if (rtfLang !== lang) { rtf = new Intl.RelativeTimeFormat(intlLocale(), { numeric: "always", style: "short" }); rtfLang = lang; }
   const s = Math.max(0, Math.round(seconds));
   if (s < 60) return rtf.format(-s, "second");
   if (s < 3600) return rtf.format(-Math.floor(s / 60), "minute");
