@@ -43,11 +43,21 @@ def add_parser(sub: Any) -> None:
         "--no-ice-servers", action="store_true", help="ignore the server's STUN/TURN list (host candidates only)"
     )
     join.add_argument(
+        "--relay-only", action="store_true", help="TURN relay candidates only (check that TURN works from here)"
+    )
+    join.add_argument(
+        "--turn-transport",
+        choices=["udp", "tcp"],
+        default=None,
+        help="which TURN URL to use (aiortc uses one): tcp gets through networks that block UDP (default: udp first)",
+    )
+    join.add_argument(
         "--demo-vitals",
         type=float,
         default=0.0,
         metavar="SECONDS",
-        help="send a simulated heart-rate reading every SECONDS on the vitals channel (demo and benchmark)",
+        help="send simulated readings on the vitals channel (demo and benchmark): heart rate and SpO2 every SECONDS, "
+        "respiratory rate every ~5 s, a blood pressure, temperature, weight and glucose now and then",
     )
     join.set_defaults(func=_join)
 
@@ -62,12 +72,28 @@ def signaling_url(server: str) -> str:
     return urlunsplit((scheme, parts.netloc, path, "", ""))
 
 
-async def demo_vitals(period_s: float) -> AsyncIterator[VitalReading]:
-    """A plausible resting heart rate, measured now, every ``period_s``."""
+async def demo_vitals(period_s: float, *, spot_every_s: float = 30.0) -> AsyncIterator[VitalReading]:
+    """Plausible resting vitals, measured now: heart rate and SpO2 every ``period_s`` (a continuous oximeter), the
+    respiratory rate every ~5 s, blood pressure and temperature every ``spot_every_s``, weight and glucose once."""
     rng = random.Random()  # noqa: S311 - simulated data, not security
+    rr_every = max(1, round(5.0 / period_s))
+    spot_every = max(1, round(spot_every_s / period_s))
+    tick = 0
     while True:
         await asyncio.sleep(period_s)
-        yield VitalReading("heart_rate", float(round(rng.gauss(72, 3))), "/min", datetime.now(UTC))
+        now = datetime.now(UTC)
+        yield VitalReading("heart_rate", float(round(rng.gauss(72, 3))), "/min", now)
+        yield VitalReading("spo2", float(min(100, round(rng.gauss(97, 0.7)))), "%", now)
+        if tick % rr_every == 0:
+            yield VitalReading("respiratory_rate", float(round(rng.gauss(16, 1))), "/min", now)
+        if tick % spot_every == 0:
+            yield VitalReading("systolic_bp", float(round(rng.gauss(124, 4))), "mm[Hg]", now)
+            yield VitalReading("diastolic_bp", float(round(rng.gauss(79, 3))), "mm[Hg]", now)
+            yield VitalReading("body_temperature", round(rng.gauss(36.8, 0.15), 1), "Cel", now)
+        if tick == 0:
+            yield VitalReading("body_weight", 71.4, "kg", now)
+            yield VitalReading("glucose", 104.0, "mg/dL", now)
+        tick += 1
 
 
 async def _main(args: argparse.Namespace) -> int:
@@ -77,6 +103,8 @@ async def _main(args: argparse.Namespace) -> int:
         camera=None if args.no_camera else args.camera,
         microphone=args.microphone,
         ice_servers=[] if args.no_ice_servers else None,
+        ice_transport_policy="relay" if args.relay_only else "all",
+        turn_transport=args.turn_transport,
     )
     agent = ConsultAgent(config, demo_vitals(args.demo_vitals) if args.demo_vitals > 0 else None)
     loop = asyncio.get_running_loop()

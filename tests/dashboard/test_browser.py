@@ -153,7 +153,23 @@ async def test_screenshots_doctor_journey(stack: Stack, stranger: str, browser: 
     await wait_for(page, "document.getElementById('remote-video').currentTime > 0.5")
     n = await wait_for(page, "window.tbib.view.metrics.vitalsMessages >= 2 && window.tbib.view.metrics.vitalsMessages")
     await wait_for(page, f"window.tbib.view.metrics.vitalsMessages > {n}")
-    assert await page.locator(".vitals-overlay dd").count() >= 1
+    # The vitals panel beside the video: the call's readings (data channel), drawn with their age and a sparkline.
+    panel = page.locator("#vitals-panel")
+    await wait_for(page, "document.querySelector('[data-tile=spo2]').dataset.source === 'call'")
+    await wait_for(page, "document.querySelector('[data-tile=bp]').dataset.source === 'call'")
+    assert "mmHg" in (await panel.locator("[data-tile=bp] .vp-value").text_content() or "")
+    assert "/" in (await panel.locator("[data-tile=bp] .vp-value").text_content() or "")
+    spark = await panel.locator("[data-tile=hr] polyline").first.get_attribute("points")
+    assert spark is not None
+    assert len(spark.split()) >= 2
+    box_video, box_panel = await page.locator(".stage").bounding_box(), await panel.bounding_box()
+    assert box_video is not None
+    assert box_panel is not None
+    assert box_panel["x"] >= box_video["x"] + box_video["width"] - 1  # beside the video, not over it
+    assert await page.locator(".vp-toggle").is_hidden()  # the overlay toggle is for narrow screens only
+    lat = await page.evaluate("window.tbib.view.panel.metrics.callLatencyMs")
+    assert lat, lat
+    assert max(lat) < 2000, lat
     await page.fill("#consult-notes", "Désaturation à domicile ; reprise de l'oxygène, contrôle demain.")
     await shot(page, "consultation", update_docs)
     await page.click("#end-call")

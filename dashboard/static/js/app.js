@@ -61,7 +61,7 @@ async function route() {
     // Loaded on demand: it imports the signaling module's call.js, which exists only with the signaling extension.
     try {
       const { ConsultView } = await import("./consult.js");
-      setView(new ConsultView(main, id));
+      setView(new ConsultView(main, id, { state }));
     } catch (err) {
       main.textContent = t("consult.error", { detail: err.message });
     }

@@ -1,15 +1,18 @@
 // Consultation view: open a teleconsultation for the patient, join its signaling room as the doctor, admit the patient
 // (or their gateway's agent) from the waiting room, call (the doctor always offers: docs/teleconsultation.md), show
-// remote + self video, overlay the live vitals from the "vitals" data channel, end the call, and save notes to the
-// consultation record. Signaling and negotiation come from the teleconsultation module's /consult/static/call.js.
+// remote + self video, the live vitals panel beside it (vitals_panel.js: the "vitals" data channel, the server's
+// vitals websocket as fallback), end the call, and save notes to the consultation record. Signaling and negotiation
+// come from the teleconsultation module's /consult/static/call.js.
 import { PeerSession, Signaling, watchFirstFrame } from "/consult/static/call.js";
 import { get, post, put } from "./api.js";
-import { fmtDateTime, fmtNumber, t } from "./i18n.js";
+import { fmtDateTime, t } from "./i18n.js";
+import { VitalsPanel } from "./vitals_panel.js";
 
 export class ConsultView {
-  constructor(root, patientId) {
+  constructor(root, patientId, { state = null } = {}) {
     this.root = root;
     this.patientId = patientId;
+    this.state = state;
     this.sig = null;
     this.session = null;
     this.local = null;
@@ -20,6 +23,7 @@ export class ConsultView {
   }
 
   destroy() {
+    if (this.panel) this.panel.destroy();
     if (this.session) this.session.close();
     if (this.sig) this.sig.close();
     if (this.local) for (const tr of this.local.getTracks()) tr.stop();
@@ -52,11 +56,10 @@ export class ConsultView {
     this.self = Object.assign(document.createElement("video"), { autoplay: true, playsInline: true, muted: true });
     this.self.id = "self-video";
     this.self.setAttribute("aria-label", t("consult.self"));
-    this.overlay = document.createElement("dl");
-    this.overlay.className = "vitals-overlay";
-    this.overlay.setAttribute("aria-live", "off");
-    this.overlay.setAttribute("aria-label", t("consult.vitals"));
-    stage.append(this.remote, this.self, this.overlay);
+    stage.append(this.remote, this.self);
+    this.panel = new VitalsPanel({ patientId: this.patientId, state: this.state });
+    const media = Object.assign(document.createElement("div"), { className: "media" });
+    media.append(stage, this.panel.root);
 
     const lobby = document.createElement("section");
     lobby.setAttribute("aria-labelledby", "lobby-h");
@@ -78,7 +81,7 @@ export class ConsultView {
     this.linkBtn = Object.assign(document.createElement("button"), { type: "button", textContent: t("consult.patient_link") });
     this.linkBtn.onclick = () => this.patientLink();
     this.linkOut = document.createElement("output");
-    controls.append(this.callBtn, " ", this.endBtn, " ", this.linkBtn, " ", this.linkOut);
+    controls.append(this.callBtn, " ", this.endBtn, " ", this.linkBtn, " ", this.panel.toggle, " ", this.linkOut);
 
     const notes = document.createElement("section");
     notes.setAttribute("aria-labelledby", "notes-h");
@@ -96,7 +99,7 @@ export class ConsultView {
 
     const back = Object.assign(document.createElement("a"), { href: `#/patient/${this.patientId}`, textContent: t("consult.back") });
     const left = Object.assign(document.createElement("div"), { className: "call-col" });
-    left.append(stage, controls);
+    left.append(media, controls);
     const side = Object.assign(document.createElement("div"), { className: "side-col" });
     side.append(lobby, notes, back);
     this.root.append(h, this.statusEl, left, side);
@@ -108,6 +111,7 @@ export class ConsultView {
     this._status(t("consult.opening"), "opening");
     this.consultation = await post(`/patients/${this.patientId}/consultations`, { reason: t("consult.reason") });
     this.root.dataset.consultationId = this.consultation.id;
+    this.panel.setSince(Date.parse(this.consultation.created_at));
     const tok = await post(`/patients/${this.patientId}/consultations/${this.consultation.id}/join-token`, { role: "doctor" });
     try {
       this.local = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 }, audio: true });
@@ -177,22 +181,7 @@ export class ConsultView {
     this.metrics.vitalsMessages += 1;
     this.metrics.lastVitalsAt = Date.now();
     this.vitals.set(msg.metric, msg);
-    if (this._vframe) return;
-    this._vframe = requestAnimationFrame(() => {
-      this._vframe = 0;
-      const items = [];
-      for (const [metric, m] of this.vitals) {
-        if (metric === "rr_interval" || metric === "energy_expended") continue;
-        const dt = document.createElement("dt");
-        dt.textContent = t(`metric.${metric}`);
-        const dd = document.createElement("dd");
-        dd.dataset.metric = metric;
-        dd.textContent = `${fmtNumber(m.value, metric === "body_temperature" || metric === "body_weight" ? 1 : 0)} ${t(`unit.${m.unit}`)}`;
-        dd.title = fmtDateTime(m.measured_at);
-        items.push(dt, dd);
-      }
-      this.overlay.replaceChildren(...items);
-    });
+    this.panel.push(msg, "call");
   }
 
   async patientLink() {
