@@ -14,9 +14,10 @@ const DISPENSABLE = new Set(["issued", "partially_dispensed"]);
 function conflictText(err) {
   const d = err.body && err.body.detail;
   if (d && typeof d === "object" && d.code) {
+    // Ours when the code is known here (in the page's language), else the server's French sentence.
     const key = `rx.conflict.${d.code}`;
     const s = t(key, { n: d.line_no || "" });
-    return { code: d.code, text: d.message || (s === key ? d.code : s) };
+    return { code: d.code, text: s !== key ? s : d.message || d.code };
   }
   if (err.status === 404) return { code: "not_found", text: t("rx.pharmacy.not_found") };
   if (err.status === 429) return { code: "too_many", text: t("rx.pharmacy.too_many") };
