@@ -43,13 +43,17 @@ function setView(next) {
 
 async function route() {
   if (!user) return;
-  const [, name, id] = (location.hash || "#/patients").split("/");
+  const [, name, id, code] = (location.hash || "#/patients").split("/");
   main.replaceChildren();
   main.className = "";
   for (const a of document.querySelectorAll("#nav a")) {
     if (a.getAttribute("href") === `#/${name}`) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
   }
-  if (name === "patient" && id) {
+  if (name === "pharmacy" || user.role === "pharmacist") {
+    // Pharmacists have this page only; #/pharmacy/<id>/<code> is the URL in the ordonnance's QR code (issue 18).
+    const { PharmacyView } = await import("./pharmacy.js");
+    setView(new PharmacyView(main, name === "pharmacy" ? { id, code } : {}));
+  } else if (name === "patient" && id) {
     // Loaded on demand: charts need uPlot from node_modules (`make setup`); the list and inbox work without it.
     try {
       const { PatientPage } = await import("./patient.js");
@@ -124,9 +128,15 @@ async function enter(u) {
   $("who").textContent = `${u.display_name || u.username}`;
   $("logout").hidden = false;
   $("nav").hidden = false;
+  // Links with data-role are for that role only; a pharmacist sees only those (no patient list, no live feed).
+  const pharmacist = u.role === "pharmacist";
+  for (const a of $("nav").querySelectorAll("a")) a.hidden = a.dataset.role ? a.dataset.role !== u.role : pharmacist;
+  $("alert-count").hidden = pharmacist;
   const t0 = performance.now();
-  await resync();
-  feed.start(state.lastEventId);
+  if (!pharmacist) {
+    await resync();
+    feed.start(state.lastEventId);
+  }
   await route();
   // Time to interactive of the list: data loaded, rows in the DOM, live feed connected.
   await new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve)));
