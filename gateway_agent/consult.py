@@ -10,6 +10,10 @@ audio when a microphone is configured, receives the doctor's media, and streams 
 channel the doctor opens. Each message is JSON ``{"type": "reading", "metric", "value", "unit", "measured_at",
 "sent_at"}`` (ISO 8601 UTC). ``ice_servers=None`` uses the list from ``joined`` (our TURN first); pass ``[]`` to
 gather host candidates only — never aiortc's default public STUN server.
+
+TURN: aiortc uses only the first TURN URL of its list; ``turn_transport`` (``"udp"`` or ``"tcp"``) moves the URLs of
+that transport first (TCP gets through networks that block UDP). ``ice_transport_policy="relay"`` gathers relay
+candidates only (every packet goes through TURN). :func:`ice_route` says which path the connected call took.
 """
 
 from __future__ import annotations
@@ -23,10 +27,11 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
+from aiortc.rtcconfiguration import RTCIceTransportPolicy
 from aiortc.sdp import candidate_from_sdp
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
@@ -68,6 +73,10 @@ class ConsultConfig:
     """Bound on ``RTCPeerConnection.close()``."""
     reconnect_attempts: int = 5
     """Signaling reconnects (within the seat's grace period) before giving up."""
+    ice_transport_policy: Literal["all", "relay"] = "all"
+    """``relay``: TURN relay candidates only (no direct path is even tried)."""
+    turn_transport: Literal["udp", "tcp"] | None = None
+    """Which TURN URL aiortc takes (it uses only the first): None keeps the server's order (UDP first)."""
 
 
 @dataclass(slots=True)
@@ -84,6 +93,8 @@ class AgentStats:
     remote_video_frames: int = 0
     remote_audio_frames: int = 0
     vitals_sent: int = 0
+    ice_route: str | None = None
+    """The connected call's path (:func:`ice_route`): ``host``, ``srflx``, ``relay/udp`` or ``relay/tcp``."""
     errors: list[str] = field(default_factory=list)
 
 
@@ -94,13 +105,46 @@ def _ice_ufrag(sdp: str) -> str | None:
     return None
 
 
-def rtc_configuration(servers: list[dict[str, Any]]) -> RTCConfiguration:
+def prefer_turn_transport(servers: list[dict[str, Any]], transport: str | None) -> list[dict[str, Any]]:
+    """The servers with the TURN URLs of ``transport`` first (servers holding one first): aiortc takes the first."""
+    if transport is None:
+        return servers
+
+    def wanted(url: str) -> bool:
+        return url.startswith(("turn:", "turns:")) and (
+            f"transport={transport}" in url or (transport == "tcp" and url.startswith("turns:"))
+        )
+
+    out = []
+    for s in servers:
+        urls = s.get("urls", [])
+        urls = [urls] if isinstance(urls, str) else list(urls)
+        out.append({**s, "urls": sorted(urls, key=lambda u: not wanted(u))})
+    return sorted(out, key=lambda s: not any(wanted(u) for u in s["urls"]))
+
+
+def rtc_configuration(servers: list[dict[str, Any]], policy: str = "all") -> RTCConfiguration:
     """Browser-shaped ``iceServers`` to aiortc's configuration (explicit list: no default STUN)."""
     ice = []
     for s in servers:
         urls = s.get("urls", [])
         ice.append(RTCIceServer(urls=urls, username=s.get("username"), credential=s.get("credential")))
-    return RTCConfiguration(iceServers=ice)
+    return RTCConfiguration(iceServers=ice, iceTransportPolicy=RTCIceTransportPolicy(policy))
+
+
+def ice_route(pc: RTCPeerConnection) -> str | None:
+    """The nominated path of a connected call: ``host``, ``srflx``, ``prflx``, or ``relay/udp`` / ``relay/tcp`` (our
+    side's TURN transport). None before a pair is nominated. Reads aioice's connection behind aiortc's ICE transport."""
+    transports = [t.receiver.transport for t in pc.getTransceivers()]
+    if pc.sctp is not None:
+        transports.append(pc.sctp.transport)
+    for dtls in transports:
+        conn: Any = getattr(getattr(dtls, "transport", None), "_connection", None)
+        pairs = list(getattr(conn, "_nominated", {}).values())
+        if pairs:
+            kind = str(pairs[0].local_candidate.type)
+            return f"relay/{conn.turn_transport}" if kind == "relay" else kind
+    return None
 
 
 def reading_message(reading: VitalReading, now: datetime) -> str:
@@ -287,14 +331,18 @@ class ConsultAgent:
         await self.pc.addIceCandidate(cand)
 
     def _new_pc(self) -> RTCPeerConnection:
-        pc = RTCPeerConnection(rtc_configuration(self._ice))
+        servers = prefer_turn_transport(self._ice, self.config.turn_transport)
+        pc = RTCPeerConnection(rtc_configuration(servers, self.config.ice_transport_policy))
         self.pc = pc
 
         @pc.on("connectionstatechange")
         async def _state() -> None:
             log.info("peer connection %s", pc.connectionState)
-            if pc.connectionState == "connected" and self.stats.connected_at is None:
-                self.stats.connected_at = time.perf_counter()
+            if pc.connectionState == "connected":
+                self.stats.ice_route = ice_route(pc)
+                log.info("call connected over %s", self.stats.ice_route)
+                if self.stats.connected_at is None:
+                    self.stats.connected_at = time.perf_counter()
             if pc.connectionState == "failed" and pc is self.pc and self._ws is not None:
                 with contextlib.suppress(ConnectionClosed):
                     await self._send("renegotiate-request", to=self._peer, reason="ice failed")

@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription, VideoStreamTrack
+from aiortc import RTCPeerConnection, RTCSessionDescription, VideoStreamTrack
 from aiortc.mediastreams import MediaStreamError
 from websockets.asyncio.client import ClientConnection, connect
 
+from gateway_agent.consult import rtc_configuration
 from teleconsult.errors import SignalingError
 
 
@@ -52,9 +53,21 @@ def _parse_time(text: str) -> datetime:
 class AiortcDoctor:
     """The doctor's side of a consultation, in aiortc."""
 
-    def __init__(self, signaling_url: str, token: str, *, send_video: bool = True, auto_admit: bool = True) -> None:
+    def __init__(
+        self,
+        signaling_url: str,
+        token: str,
+        *,
+        send_video: bool = True,
+        auto_admit: bool = True,
+        ice_servers: list[dict[str, Any]] | None = None,
+        relay_only: bool = False,
+    ) -> None:
         self.url = signaling_url
         self.token = token
+        self.ice_servers = ice_servers or []
+        """Browser-shaped ``iceServers`` (default none: loopback host candidates only)."""
+        self.relay_only = relay_only
         self.send_video = send_video
         self.auto_admit = auto_admit
         self.pc: RTCPeerConnection | None = None
@@ -119,7 +132,7 @@ class AiortcDoctor:
         await self.hangup()
         metrics = CallMetrics(clicked_at=time.perf_counter())
         assert self.joined is not None
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))  # loopback: host candidates only
+        pc = RTCPeerConnection(rtc_configuration(self.ice_servers, "relay" if self.relay_only else "all"))
         self.pc = pc
         if self.send_video:
             pc.addTrack(VideoStreamTrack())

@@ -7,8 +7,16 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import pytest
+from aiortc import RTCPeerConnection
 
-from gateway_agent.consult import ConsultAgent, ConsultConfig, VitalReading
+from gateway_agent.consult import (
+    ConsultAgent,
+    ConsultConfig,
+    VitalReading,
+    ice_route,
+    prefer_turn_transport,
+    rtc_configuration,
+)
 from gateway_agent.consult_media import ClockPatternTrack
 from gateway_agent.errors import ConsultError
 from teleconsult.bench.call_doctor import AiortcDoctor
@@ -16,6 +24,8 @@ from teleconsult.signaling.core import SignalingConfig
 from teleconsult.signaling.service import SignalingService
 from teleconsult.signaling.standalone import running
 from teleconsult.signaling.tokens import Role, issue_token
+from teleconsult.signaling.turn import IceConfig
+from tests.conftest import TurnServer
 
 KEY = b"consult-test-key-0123456789abcdef"
 
@@ -169,3 +179,78 @@ async def test_refused_rejoin_keeps_a_connected_call(server: str) -> None:
         assert not run.done()
         await doctor.hangup()  # the call ends: the agent ends too
         assert (await asyncio.wait_for(run, 30)).startswith("signaling lost")
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+async def test_call_over_turn_relay_only(turn_server: TurnServer, transport: str) -> None:
+    """Both peers may use relay candidates only: the call connects through our coturn, with the credentials the
+    signaling server issued in ``joined`` (REST API, the same shared secret), over TURN/UDP and over TURN/TCP."""
+    ice = IceConfig(turn_urls=tuple(turn_server.urls()), turn_secret=turn_server.secret.encode())
+    async with running(SignalingService(SignalingConfig(token_key=KEY, ice=ice))) as base:
+        url = base.replace("http://", "ws://") + "/ws/v1/signaling"
+        queue: asyncio.Queue[VitalReading] = asyncio.Queue()
+        config = ConsultConfig(
+            server=url, token=tok(Role.AGENT, "gw-1", f"c-turn-{transport}"), camera=None,
+            ice_transport_policy="relay", turn_transport=transport,  # type: ignore[arg-type]
+        )  # fmt: skip
+        agent = ConsultAgent(config, readings(queue))
+        run = asyncio.create_task(agent.run())
+        async with AiortcDoctor(url, tok(Role.DOCTOR, "dr-1", f"c-turn-{transport}"), relay_only=True) as doctor:
+            assert doctor.joined is not None
+            servers = doctor.joined["iceServers"]
+            assert servers[0]["urls"] == turn_server.urls()
+            assert servers[0]["username"].endswith(":dr-1")
+            doctor.ice_servers = prefer_turn_transport(servers, transport)
+            await asyncio.wait_for(doctor.peer_joined.wait(), 10)
+            metrics = await doctor.call("patient")
+            await asyncio.wait_for(metrics.first_frame_event.wait(), 10)
+            await queue.put(VitalReading("spo2", 95.0, "%", datetime.now(UTC)))
+            await asyncio.wait_for(metrics.first_vitals_event.wait(), 10)
+            assert doctor.pc is not None
+            assert ice_route(doctor.pc) == f"relay/{transport}"
+            assert agent.stats.ice_route == f"relay/{transport}"
+            offer_lines = [ln for ln in (doctor.pc.localDescription.sdp or "").splitlines() if "candidate:" in ln]
+            assert offer_lines
+            assert all(" typ relay " in ln for ln in offer_lines)  # no host candidate offered at all
+        await agent.stop()
+        assert await asyncio.wait_for(run, 10) == "stopped"
+
+
+async def test_wrong_turn_secret_gathers_no_relay_candidate(turn_server: TurnServer) -> None:
+    """coturn checks the REST credentials: with another secret the allocation is refused and, relay-only, nothing
+    is gathered (the doctor's offer has no candidate)."""
+    from teleconsult.signaling.turn import ice_servers
+
+    bad = ice_servers(
+        IceConfig(turn_urls=tuple(turn_server.urls("udp")), turn_secret=b"not-the-secret"), "dr-x", datetime.now(UTC)
+    )
+    pc = RTCPeerConnection(rtc_configuration(bad, "relay"))
+    pc.addTransceiver("video", direction="recvonly")
+    await pc.setLocalDescription(await pc.createOffer())
+    assert "typ relay" not in pc.localDescription.sdp
+    await pc.close()
+    good = ice_servers(
+        IceConfig(turn_urls=tuple(turn_server.urls("udp")), turn_secret=turn_server.secret.encode()),
+        "dr-x",
+        datetime.now(UTC),
+    )
+    pc = RTCPeerConnection(rtc_configuration(good, "relay"))
+    pc.addTransceiver("video", direction="recvonly")
+    await pc.setLocalDescription(await pc.createOffer())
+    assert "typ relay" in pc.localDescription.sdp
+    await pc.close()
+
+
+def test_prefer_turn_transport_moves_that_url_first() -> None:
+    servers = [
+        {"urls": ["stun:s.example:3478"]},
+        {"urls": ["turn:t.example:3478?transport=udp", "turn:t.example:3478?transport=tcp"], "username": "u"},
+    ]
+    tcp = prefer_turn_transport(servers, "tcp")
+    assert tcp[0] == {
+        "urls": ["turn:t.example:3478?transport=tcp", "turn:t.example:3478?transport=udp"],
+        "username": "u",
+    }
+    assert tcp[1] == {"urls": ["stun:s.example:3478"]}
+    assert prefer_turn_transport(servers, None) is servers
+    assert prefer_turn_transport(servers, "udp")[0]["urls"][0].endswith("transport=udp")
