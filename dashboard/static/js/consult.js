@@ -6,6 +6,7 @@
 import { PeerSession, Signaling, watchFirstFrame } from "/consult/static/call.js";
 import { get, post, put } from "./api.js";
 import { fmtDateTime, t } from "./i18n.js";
+import { PrescriptionHistory } from "./rx_history.js";
 import { VitalsPanel } from "./vitals_panel.js";
 
 export class ConsultView {
@@ -24,6 +25,7 @@ export class ConsultView {
 
   destroy() {
     if (this.panel) this.panel.destroy();
+    if (this.rx) this.rx.destroy();
     if (this.session) this.session.close();
     if (this.sig) this.sig.close();
     if (this.local) for (const tr of this.local.getTracks()) tr.stop();
@@ -102,7 +104,12 @@ export class ConsultView {
     left.append(media, controls);
     const side = Object.assign(document.createElement("div"), { className: "side-col" });
     side.append(lobby, notes, back);
-    this.root.append(h, this.statusEl, left, side);
+    // The ordonnance of this consultation (issue 18): rx_history.js, filled once the consultation exists.
+    this.rxBox = Object.assign(document.createElement("section"), { className: "rx-panel" });
+    this.rxBox.setAttribute("aria-labelledby", "rx-h");
+    this.rxBody = document.createElement("div");
+    this.rxBox.append(Object.assign(document.createElement("h2"), { id: "rx-h", textContent: t("rx.section") }), this.rxBody);
+    this.root.append(h, this.statusEl, left, side, this.rxBox);
   }
 
   async start() {
@@ -111,6 +118,7 @@ export class ConsultView {
     this._status(t("consult.opening"), "opening");
     this.consultation = await post(`/patients/${this.patientId}/consultations`, { reason: t("consult.reason") });
     this.root.dataset.consultationId = this.consultation.id;
+    this.rx = new PrescriptionHistory(this.rxBody, this.patientId, { consultationId: this.consultation.id, allergies: false, open: true });
     this.panel.setSince(Date.parse(this.consultation.created_at));
     const tok = await post(`/patients/${this.patientId}/consultations/${this.consultation.id}/join-token`, { role: "doctor" });
     try {

@@ -5,6 +5,7 @@ import uPlot from "/vendor/uplot/uPlot.esm.js";
 import { get } from "./api.js";
 import { currentLang, fmtAge, fmtDateTime, fmtDay, fmtNumber, t } from "./i18n.js";
 import { Inbox, ruleLabel } from "./inbox.js";
+import { PrescriptionHistory } from "./rx_history.js";
 
 const CHARTS = [
   { id: "hr", metrics: ["heart_rate", "pulse_rate"], thresholds: "heart_rate", digits: 0 },
@@ -158,6 +159,7 @@ export class PatientPage {
     this._resize.disconnect();
     for (const c of this.charts.values()) c.plot.destroy();
     if (this.inbox) this.inbox.destroy();
+    if (this.rx) this.rx.destroy();
     clearInterval(this._ages);
   }
 
@@ -247,7 +249,15 @@ export class PatientPage {
     this.devicesBox.className = "devices";
     devSec.append(dh, this.devicesBox);
 
-    this.root.append(head, this.latestBox, alertsSec, chartsSec, sumSec, devSec);
+    // Prescriptions, their dispenses and the allergy list (issue 18: rx_history.js).
+    const rxSec = document.createElement("section");
+    rxSec.setAttribute("aria-labelledby", "p-rx");
+    rxSec.className = "rx-section";
+    const rxBody = document.createElement("div");
+    rxSec.append(Object.assign(document.createElement("h2"), { id: "p-rx", textContent: t("rx.section.patient") }), rxBody);
+    this.rx = new PrescriptionHistory(rxBody, this.id);
+
+    this.root.append(head, this.latestBox, alertsSec, chartsSec, sumSec, devSec, rxSec);
     this._refreshHeader();
     this._refreshLatest();
     this._devices();

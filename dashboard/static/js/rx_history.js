@@ -91,11 +91,12 @@ export class AllergyEditor {
 
 // The patient's prescriptions (newest first) for the care team, with "Nouvelle ordonnance" when the user is a doctor.
 export class PrescriptionHistory {
-  // opts: { user, consultationId?, editor: bool (show the "new prescription" button), allergies: bool }
-  constructor(root, patientId, { user, consultationId = null, editor = true, allergies = true } = {}) {
+  // opts: { user (default: the signed-in one), consultationId?, editor: bool (the "new prescription" button, doctors),
+  // open: bool (the editor open at once, as in the consultation), allergies: bool (the editable allergy list) }
+  constructor(root, patientId, { user = null, consultationId = null, editor = true, open = false, allergies = true } = {}) {
     this.root = root;
     this.patientId = patientId;
-    this.user = user || {};
+    this.user = user || (window.tbib && window.tbib.user) || {};
     this.consultationId = consultationId;
     this.isDoctor = this.user.role === "doctor";
     this.editorBox = h("div", { class: "rx-editor", hidden: true });
@@ -115,18 +116,19 @@ export class PrescriptionHistory {
     parts.push(lh, this.status, this.listBox);
     this.root.replaceChildren(...parts);
     if (allergies) this.allergies = new AllergyEditor(this.allergyBox, patientId, { onSaved: (list) => { if (this.editor) this.editor.showAllergies(list); } });
+    if (open && this.newBtn) this.toggleEditor(true, false);
     this.ready = this.load();
   }
 
   destroy() { this.destroyed = true; if (this.editor) this.editor.destroy(); }
 
-  toggleEditor(open = this.editorBox.hidden) {
+  toggleEditor(open = this.editorBox.hidden, focus = true) {
     this.editorBox.hidden = !open;
     this.newBtn.setAttribute("aria-expanded", String(open));
     if (open && !this.editor) {
       this.editor = new PrescriptionEditor(this.editorBox, { patientId: this.patientId, consultationId: this.consultationId, onIssued: () => this.load() });
     }
-    if (open) this.editor.search.input.focus();
+    if (open && focus) this.editor.search.input.focus();
   }
 
   async load() {
