@@ -7,14 +7,17 @@ import { fmtNumber, t } from "./i18n.js";
 import { errorText, fmtDate, h, nextId, statusPill } from "./rx.js";
 
 export class MyPrescriptions {
-  constructor(root, patientId) {
+  // heading: false inside a section that has its own (the patient space's "prescriptions" slot).
+  constructor(root, patientId, { heading = true } = {}) {
     this.root = root;
     this.patientId = patientId;
     this.list = h("ol", { class: "rx-list rx-mine" });
     this.status = h("p", { class: "muted", role: "status" });
-    const hid = nextId("rx-mine-h");
-    this.root.replaceChildren(h("section", { class: "rx-my", "aria-labelledby": hid },
-      h("h2", { id: hid }, t("rx.mine.title")), this.status, this.list));
+    if (heading) {
+      const hid = nextId("rx-mine-h");
+      this.root.replaceChildren(h("section", { class: "rx-my", "aria-labelledby": hid },
+        h("h2", { id: hid }, t("rx.mine.title")), this.status, this.list));
+    } else this.root.replaceChildren(h("div", { class: "rx-my" }, this.status, this.list));
     this.ready = this.load();
   }
 
