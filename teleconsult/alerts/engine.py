@@ -464,6 +464,9 @@ class Engine:
     # ---- alert lifecycle ----------------------------------------------------------------------------------------
 
     def _open(self, key: AlertKey, severity: Severity, now: datetime, details: Mapping[str, object]) -> None:
+        profile = self._profiles.get(key.patient_id)
+        if profile is not None and not profile.monitoring:
+            return  # no remote-monitoring consent in force: nothing is raised (law 09-08)
         self._alerts[key] = _Alert(severity, now, details=dict(details))
         self._events.append(AlertEvent(EventKind.RAISED, key, severity, now, dict(details)))
         self._arm_escalation(key)

@@ -168,6 +168,9 @@ class PatientProfile:
     """metric -> expected time between measurements (no-data rule)."""
     gateway_id: str | None = None
     """The patient's home gateway, if known before the first reading."""
+    monitoring: bool = True
+    """The remote-monitoring consent is in force. False: the engine raises no alert for the patient (no processing
+    without consent; the store's profiles set it from the consents, ``teleconsult.security.consent``)."""
 
 
 @dataclass(frozen=True, slots=True)

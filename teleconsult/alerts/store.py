@@ -26,6 +26,7 @@ from psycopg import AsyncConnection
 from teleconsult.alerts.errors import AlertNotFoundError, AlertStateError
 from teleconsult.alerts.model import AlertEvent, AlertKey, EventKind, OpenAlert, Severity
 from teleconsult.alerts.rules import PatientProfile
+from teleconsult.security.consent import MONITORING_SQL
 
 #: pg_advisory_xact_lock key serializing alert event writers (ASCII "tbibaevt").
 EVENT_LOCK: Final = 0x7462_6962_6165_7674
@@ -261,7 +262,9 @@ async def open_alerts(conn: Conn) -> list[OpenAlert]:
     ]
 
 
-def profile_from_json(patient_id: str, data: dict[str, Any], gateway_id: str | None) -> PatientProfile:
+def profile_from_json(
+    patient_id: str, data: dict[str, Any], gateway_id: str | None, *, monitoring: bool = True
+) -> PatientProfile:
     """A :class:`PatientProfile` from the ``alert_profiles.config`` JSON (unknown keys are ignored)."""
     intervals = {str(k): timedelta(seconds=float(v)) for k, v in dict(data.get("expected_intervals_s", {})).items()}
     oxygen = data.get("supplemental_oxygen")
@@ -272,17 +275,19 @@ def profile_from_json(patient_id: str, data: dict[str, Any], gateway_id: str | N
         heart_failure=bool(data.get("heart_failure", False)),
         expected_intervals=intervals,
         gateway_id=gateway_id,
+        monitoring=monitoring,
     )
 
 
 async def profiles(conn: Conn) -> list[PatientProfile]:
-    """Every patient's profile (``alert_profiles`` joined with the patient's gateway)."""
+    """Every patient's profile (``alert_profiles`` joined with the patient's gateway and monitoring consent)."""
     cur = await conn.execute(
-        "select p.id, coalesce(ap.config, '{}'::jsonb),"
-        " (select g.id from gateways g where g.patient_id = p.id order by g.created_at limit 1)"
+        "select p.id, coalesce(ap.config, '{}'::jsonb),"  # noqa: S608 - MONITORING_SQL is a constant
+        " (select g.id from gateways g where g.patient_id = p.id order by g.created_at limit 1),"
+        f" {MONITORING_SQL.format(patient='p.id')}"
         " from patients p left join alert_profiles ap on ap.patient_id = p.id"
     )
-    return [profile_from_json(str(r[0]), dict(r[1]), r[2]) for r in await cur.fetchall()]
+    return [profile_from_json(str(r[0]), dict(r[1]), r[2], monitoring=bool(r[3])) for r in await cur.fetchall()]
 
 
 async def set_profile(conn: Conn, patient_id: uuid.UUID, config: dict[str, Any]) -> None:

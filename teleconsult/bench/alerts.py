@@ -70,6 +70,10 @@ def setup_people(dsn: str, dashboards: int) -> tuple[uuid.UUID, list[str]]:
             "insert into devices (gateway_id, patient_id, address, model, kind) values (%s, %s, %s, 'SIM-BP', 'bp')",
             (PROBE_GW, patient, PROBE_ADDR),
         )
+        conn.execute(
+            "insert into consents (patient_id, purpose, granted, note) values (%s, 'remote_monitoring', true, 'bench')",
+            (patient,),
+        )
         for i in range(dashboards):
             urow = conn.execute(
                 "insert into users (username, role, password_hash) values (%s, 'doctor', 'x') returning id",

@@ -134,6 +134,12 @@ def setup(dsn: str, rows: int, background_patients: int, days: int) -> dict[str,
 
         search_p, every_p, import_p = patient("Search"), patient("Everything"), patient("Import")
         background = [patient(f"Background {i}") for i in range(background_patients)]
+        for p in (search_p, every_p, import_p):  # no decision on file is no consent (reads: data_sharing)
+            conn.execute(
+                "insert into consents (patient_id, purpose, granted, note) values (%s, 'remote_monitoring', true,"
+                " 'bench'), (%s, 'data_sharing', true, 'bench')",
+                (p, p),
+            )
         conn.execute("insert into gateways (id, patient_id) values ('gw-bench-import', %s)", (import_p,))
         conn.execute(
             "insert into devices (gateway_id, address, serial, kind) values"

@@ -181,6 +181,11 @@ def enrol(dsn: str, n: int) -> list[tuple[int, str, str, uuid.UUID]]:
                 " values (%s, %s, %s, 'SIM-1', 'plx')",
                 (gw, pid, f"AA:00:00:00:{i // 256:02X}:{i % 256:02X}"),
             )
+            conn.execute(  # no decision on file is no consent: the bench patients consent to monitoring
+                "insert into consents (patient_id, purpose, granted, note)"
+                " values (%s, 'remote_monitoring', true, 'bench')",
+                (pid,),
+            )
             out.append((i, gw, f"AA:00:00:00:{i // 256:02X}:{i % 256:02X}", pid))
     return out
 

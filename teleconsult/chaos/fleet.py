@@ -103,6 +103,10 @@ def enrol(dsn: str, gateway_id: str, seed: int) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn, conn.transaction():
         conn.execute("insert into patients (id, display_name) values (%s, %s)", (pid, f"Chaos {gateway_id}"))
         conn.execute("insert into gateways (id, patient_id) values (%s, %s)", (gateway_id, pid))
+        conn.execute(  # no decision on file is no consent: the chaos patients consent to monitoring
+            "insert into consents (patient_id, purpose, granted, note) values (%s, 'remote_monitoring', true, 'chaos')",
+            (pid,),
+        )
         for kind, dev in world.patients[0].devices.items():
             conn.execute(
                 "insert into devices (gateway_id, patient_id, address, model, serial, kind)"

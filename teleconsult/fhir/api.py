@@ -42,7 +42,13 @@ from teleconsult.api.deps import (
     current_user,
     route_template,
 )
-from teleconsult.errors import AuthenticationError, AuthorizationError, NotFoundError, TeleconsultError
+from teleconsult.errors import (
+    AuthenticationError,
+    AuthorizationError,
+    ConsentRequiredError,
+    NotFoundError,
+    TeleconsultError,
+)
 from teleconsult.fhir import bundle, search
 from teleconsult.fhir import store as fstore
 from teleconsult.fhir.audit_event import audit_event_resource
@@ -61,8 +67,9 @@ from teleconsult.fhir.resources import (
 from teleconsult.fhir.transaction import import_bundle
 from teleconsult.security import audit as audit_log
 from teleconsult.security import gateway_auth
+from teleconsult.security.consent import has_consent
 from teleconsult.security.gateway_auth import GatewayPrincipal, VerifiedSecrets
-from teleconsult.security.models import User
+from teleconsult.security.models import ConsentPurpose, User
 
 log = logging.getLogger(__name__)
 
@@ -141,15 +148,34 @@ def _now() -> datetime:
 
 
 async def _authorize(request: Request, pool: DbPool, user: User, patient_id: uuid.UUID, **detail: Any) -> None:
-    await authorize_patient(
+    """Care-team check (audited); a read by anyone but the patient themself also needs ``data_sharing`` consent:
+    FHIR is how a record leaves tbib for other software (no decision on file is no consent; the refusal is audited)."""
+    reading = request.method == "GET"
+    grant = await authorize_patient(
         pool,
         user,
         patient_id,
-        action=audit_log.READ if request.method == "GET" else audit_log.WRITE,
+        action=audit_log.READ if reading else audit_log.WRITE,
         resource=route_template(request),
         client_addr=client_addr(request),
         detail=detail or None,
     )
+    if not reading or grant.via == "self":
+        return
+    async with pool.connection() as conn:
+        shared = await has_consent(conn, patient_id, ConsentPurpose.DATA_SHARING)
+    if not shared:
+        await audit(
+            pool,
+            user,
+            action=audit_log.READ,
+            resource=route_template(request),
+            outcome=audit_log.DENIED,
+            patient_id=patient_id,
+            client_addr=client_addr(request),
+            detail={**detail, "reason": "no data_sharing consent"},
+        )
+        raise ConsentRequiredError(patient_id, ConsentPurpose.DATA_SHARING.value)
 
 
 def _basic_credentials(request: Request) -> tuple[str, str] | None:

@@ -4,7 +4,8 @@ sends them.
 - Each Observation is parsed by :func:`~teleconsult.fhir.observation.parse_observation` (units converted to the
   metric's canonical unit, the reported value kept in the reading's flags and shown again on export).
 - ``subject`` must be ``Patient/<id>`` of an existing patient the caller may write for (care team, or the patient
-  themself; one audit row per patient), whose latest remote-monitoring consent decision is not a withdrawal.
+  themself; one audit row per patient), whose newest remote-monitoring consent decision grants it (no decision on
+  file is no consent).
 - ``device``: ``Device/<id>`` of one of the patient's enrolled devices, or the ``fullUrl`` of a Device entry of the
   bundle, matched to an enrolled device of the patient by Bluetooth address or serial number (devices are enrolled
   with their gateway, never created by an import).
@@ -38,6 +39,7 @@ from teleconsult.fhir.observation import ParsedObservation, ParsedReading, parse
 from teleconsult.fhir.resources import device_identifiers, gateway_device_id, outcome
 from teleconsult.ingest.payload import LatestRow
 from teleconsult.ingest.writer import STAGING_DDL, write_batch
+from teleconsult.security.consent import MONITORING_SQL
 
 MAX_ENTRIES: Final = 10_000
 Authorize = Callable[[uuid.UUID, int], Awaitable[None]]
@@ -105,12 +107,13 @@ def _parse_entries(doc: Any, now: datetime) -> tuple[str, list[_Entry]]:
     return str(kind), entries
 
 
+NO_MONITORING_CONSENT: Final = "no remote_monitoring consent in force (none given, or withdrawn): not stored"
+
+
 async def _patients(conn: AsyncConnection[Any], ids: set[uuid.UUID]) -> dict[uuid.UUID, bool]:
-    """Existing patients among ``ids`` -> remote-monitoring consent (no decision on file counts as consent)."""
+    """Existing patients among ``ids`` -> remote-monitoring consent in force (no decision on file is no consent)."""
     cur = await conn.execute(
-        "select p.id, coalesce((select c.granted from consents c where c.patient_id = p.id"
-        " and c.purpose = 'remote_monitoring' order by c.recorded_at desc, c.id desc limit 1), true)"
-        " from patients p where p.id = any(%s)",
+        f"select p.id, {MONITORING_SQL.format(patient='p.id')} from patients p where p.id = any(%s)",  # noqa: S608
         (list(ids),),
     )
     return {r[0]: bool(r[1]) for r in await cur.fetchall()}
@@ -173,7 +176,7 @@ async def _resolve(
         elif e.patient_id not in allowed:
             _fail(e, 403, "forbidden", refused.get(e.patient_id, "not on this patient's care team"), where)
         elif not known[e.patient_id]:
-            _fail(e, 403, "forbidden", "the patient withdrew remote_monitoring consent: not stored", where)
+            _fail(e, 403, "forbidden", NO_MONITORING_CONSENT, where)
     enrolled = await _devices(conn, sorted(allowed, key=str))
     if gateway_id is not None:
         enrolled = [dev for dev in enrolled if dev[4] == gateway_id]

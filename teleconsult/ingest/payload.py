@@ -282,8 +282,9 @@ class LatestRow(NamedTuple):
     reading_id: str
 
 
-#: Reason given for readings of a patient whose latest remote-monitoring consent decision is a withdrawal.
-CONSENT_WITHDRAWN: Final = "patient withdrew remote_monitoring consent: reading not stored"
+#: Reason given for readings of a patient without a remote-monitoring consent in force: none recorded, or the newest
+#: decision is a withdrawal (no decision on file is no consent).
+CONSENT_WITHDRAWN: Final = "no remote_monitoring consent in force (none given, or withdrawn): reading not stored"
 
 
 #: Per-minute aggregate of a batch: (patient id as str, metric, minute since the epoch) -> [min, min_t, max, max_t, sum,
@@ -297,7 +298,7 @@ def copy_rows(
     latest: dict[tuple[str, str], LatestRow] | None = None,
     minutes: MinuteDelta | None = None,
 ) -> tuple[list[str], list[str]]:
-    """COPY text lines (see ``STAGING_COLUMNS``) and the readings refused (device not enrolled, consent withdrawn).
+    """COPY text lines (see ``STAGING_COLUMNS``) and the readings refused (device not enrolled, no consent in force).
 
     With ``latest``, also keeps there the newest row per (patient id, metric) seen so far (merged across messages);
     with ``minutes``, the per-minute rollup of the accepted readings (merged across messages; the writer sends it

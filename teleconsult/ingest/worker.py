@@ -110,7 +110,7 @@ class _Incoming:
     refused: str | None = None
     """Set when the database refused the whole message (poison isolation): every reading is a dead letter."""
     bound_rejects: list[str] | None = None
-    """Readings refused at the device binding (not enrolled, consent withdrawn)."""
+    """Readings refused at the device binding (not enrolled, no consent in force)."""
 
 
 @dataclass(slots=True)
@@ -345,7 +345,7 @@ class IngestWorker:
             if reasons:
                 self.metrics.rejected += len(reasons)
                 shown = "; ".join(reasons[:10]) + (f"; ... ({len(reasons)} refused)" if len(reasons) > 10 else "")
-                # readings of a patient who withdrew consent are not kept anywhere, not even as a dead letter
+                # readings without consent in force are not kept anywhere: the dead letter has the reason and size only
                 keep = not any(r.endswith(CONSENT_WITHDRAWN) for r in reasons)
                 work.dead.append(self._dead(m, d.gateway_id, shown, keep_payload=keep))
             else:

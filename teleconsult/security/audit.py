@@ -161,12 +161,18 @@ def verify_rows(rows: Iterable[AuditRow], head: tuple[int, bytes] | None) -> int
 
 
 async def events_for_patient(
-    conn: AsyncConnection[Any], patient_id: uuid.UUID, *, limit: int = 100, before_id: int | None = None
+    conn: AsyncConnection[Any],
+    patient_id: uuid.UUID,
+    *,
+    limit: int = 100,
+    before_id: int | None = None,
+    exclude_actor: uuid.UUID | None = None,
 ) -> list[AuditRow]:
-    """A patient's access log, newest first (for the "who accessed my record" route)."""
+    """A patient's access log, newest first (for the "who accessed my record" route); ``exclude_actor`` leaves out
+    one account's own accesses (the patient's own visits)."""
     cur = await conn.execute(
         f"select {COLUMNS} from audit_events where patient_id = %s and (%s::bigint is null or id < %s) "  # noqa: S608
-        "order by id desc limit %s",
-        (patient_id, before_id, before_id, limit),
+        "and (%s::uuid is null or actor_id is distinct from %s) order by id desc limit %s",
+        (patient_id, before_id, before_id, exclude_actor, exclude_actor, limit),
     )
     return [row_from_record(r) for r in await cur.fetchall()]

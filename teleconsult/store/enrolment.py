@@ -15,6 +15,8 @@ from typing import Any
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
+from teleconsult.security.consent import MONITORING_SQL
+
 
 @dataclass(frozen=True, slots=True)
 class DeviceSpec:
@@ -42,7 +44,7 @@ class DeviceBinding:
     device_id: uuid.UUID
     patient_id: uuid.UUID
     monitoring_consent: bool = True
-    """False when the patient's latest remote-monitoring consent decision is a withdrawal (law 09-08)."""
+    """False unless the patient's newest remote-monitoring decision grants it (law 09-08: no decision, no consent)."""
 
 
 async def create_patient(
@@ -108,15 +110,14 @@ async def enrol(
 async def enrolment_map(conn: AsyncConnection[Any]) -> dict[tuple[str, str], DeviceBinding]:
     """Every enrolled device: ``(gateway_id, address) -> DeviceBinding`` (devices without a patient are left out).
 
-    ``monitoring_consent`` is False only when the patient's latest ``remote_monitoring`` decision is an explicit
-    withdrawal: consent is collected at enrolment (``tbib users``/the consents API record it), so a patient with no
-    decision on file is one enrolled before consents were tracked, not one who refused.
+    ``monitoring_consent`` is True only when the patient's newest ``remote_monitoring`` decision grants it: a patient
+    with no decision on file has not consented (``teleconsult.security.consent``; the patients monitored before this
+    rule got a ``legacy`` decision from migration 0110).
     """
+    consent = MONITORING_SQL.format(patient="coalesce(d.patient_id, g.patient_id)")
     cur = await conn.execute(
-        "select d.gateway_id, d.address, d.id, coalesce(d.patient_id, g.patient_id),"
-        " coalesce((select c.granted from consents c where c.patient_id = coalesce(d.patient_id, g.patient_id)"
-        "           and c.purpose = 'remote_monitoring' order by c.recorded_at desc, c.id desc limit 1), true)"
-        " from devices d join gateways g on g.id = d.gateway_id"
+        "select d.gateway_id, d.address, d.id, coalesce(d.patient_id, g.patient_id), "  # noqa: S608 - constant
+        f"{consent} from devices d join gateways g on g.id = d.gateway_id"
         " where coalesce(d.patient_id, g.patient_id) is not null"
     )
     return {

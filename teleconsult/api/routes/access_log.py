@@ -34,12 +34,17 @@ async def access_log(
     pool: Pool,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     before_id: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
+    others_only: bool = False,
 ) -> list[AccessOut]:
-    """Newest first; page with ``before_id``. Care-team members are refused: this is the patient's own view."""
+    """Newest first; page with ``before_id``; ``others_only`` leaves out the patient's own visits. Care-team members
+    are refused: this is the patient's own view."""
     if access.via != "self":
         raise AuthorizationError("only the patient may read their access log")
+    mine = access.user.id if others_only else None
     async with pool.connection() as conn:
-        rows = await audit_log.events_for_patient(conn, access.patient_id, limit=limit, before_id=before_id)
+        rows = await audit_log.events_for_patient(
+            conn, access.patient_id, limit=limit, before_id=before_id, exclude_actor=mine
+        )
     return [
         AccessOut(
             id=r.id,

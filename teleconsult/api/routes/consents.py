@@ -35,13 +35,15 @@ class ConsentOut(ApiModel):
     recorded_by: uuid.UUID | None
     recorded_at: datetime
     note: str
+    basis: str = "explicit"
+    """``explicit`` (recorded by the patient or their care team) or ``legacy`` (carried over by migration 0110)."""
 
     @classmethod
     def of(cls, r: ConsentRecord) -> ConsentOut:
         """From the domain value."""
         return cls(
             id=r.id, purpose=r.purpose, granted=r.granted, recorded_by=r.recorded_by, recorded_at=r.recorded_at,
-            note=r.note,
+            note=r.note, basis=r.basis,
         )  # fmt: skip
 
 

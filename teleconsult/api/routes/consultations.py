@@ -108,6 +108,8 @@ async def join_token(
     """Checked against the consultation's assigned doctor and patient."""
     async with pool.connection() as conn:
         c = await record.get(conn, consultation_id, access.patient_id)
+        # withdrawing teleconsultation consent also closes the door of consultations already opened
+        await require_consent(conn, access.patient_id, ConsentPurpose.TELECONSULTATION)
     if c.ended_at is not None:
         raise AuthorizationError("this consultation has ended")
     user = access.user

@@ -26,10 +26,17 @@ def alerts_tsdb_dsn(tsdb_dsn: str) -> str:
     return tsdb_dsn
 
 
-def new_patient(dsn: str, name: str = "Test Patient", gateway: str | None = None) -> uuid.UUID:
+def new_patient(
+    dsn: str, name: str = "Test Patient", gateway: str | None = None, *, monitoring: bool = True
+) -> uuid.UUID:
+    """A patient (with a gateway), consenting to remote monitoring unless ``monitoring`` is False."""
     with psycopg.connect(dsn, autocommit=True) as conn:
         row = conn.execute("insert into patients (display_name) values (%s) returning id", (name,)).fetchone()
         assert row is not None
+        if monitoring:
+            conn.execute(
+                "insert into consents (patient_id, purpose, granted) values (%s, 'remote_monitoring', true)", (row[0],)
+            )
         if gateway is not None:
             conn.execute("insert into gateways (id, patient_id) values (%s, %s)", (gateway, row[0]))
         return row[0]  # type: ignore[no-any-return]

@@ -117,6 +117,14 @@ def seed(dsn: str, prefix: str = "m") -> Seeded:
         if role != "patient":
             s.assign(s.users[role], s.p1)
     s.users["patient2"] = s.add_user(f"{prefix}-patient2", "patient", s.p2)
+    # No decision on file is no consent (issue 19): both patients consent to remote monitoring, p1 also to data
+    # sharing (FHIR reads by the care team); teleconsultation stays ungranted (tests grant it when they need it).
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            "insert into consents (patient_id, purpose, granted, note) values (%s, 'remote_monitoring', true, 'seed'),"
+            " (%s, 'remote_monitoring', true, 'seed'), (%s, 'data_sharing', true, 'seed')",
+            (s.p1, s.p2, s.p1),
+        )
     return s
 
 

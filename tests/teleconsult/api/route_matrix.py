@@ -188,6 +188,8 @@ MATRIX: dict[tuple[str, str], Entry] = {
         care_team(201), body=lambda ctx: {"purpose": "remote_monitoring", "granted": True}
     ),
     ("GET", "/api/v1/patients/{patient_id}/access-log"): Entry(patient_self()),
+    # the patient's own space (issue 19 item 4)
+    ("GET", "/api/v1/patients/{patient_id}/space"): Entry(patient_self()),
     # teleconsultation (issue 8): factories and probe in tests/teleconsult/signaling/matrix_support.py
     ("POST", "/api/v1/patients/{patient_id}/consultations"): Entry(
         consult.create_policy, body=consult.consent_and_body
@@ -201,6 +203,7 @@ MATRIX: dict[tuple[str, str], Entry] = {
     ("GET", "/consult/static/{name}"): Entry(public(), params={"name": lambda ctx: "call.js"}),
     # dashboard and clinician patient views (issue 9)
     ("GET", "/"): Entry(public()),
+    ("GET", "/patient"): Entry(public(303)),
     ("GET", "/app/{path:path}"): Entry(public(), params={"path": lambda ctx: "js/app.js"}),
     ("GET", "/vendor/uplot/{name}"): Entry(public(), params={"name": lambda ctx: "uPlot.min.css"}),
     ("WS", "/ws/v1/patients"): Entry(staff_only(), ws_probe=_dashboard_feed_probe),

@@ -85,6 +85,9 @@ def enrol_sync(dsn: str, gateway_id: str, address: str) -> uuid.UUID:
             "insert into devices (gateway_id, patient_id, address, kind) values (%s, %s, %s, 'hr')",
             (gateway_id, pid, address),
         )
+        conn.execute(
+            "insert into consents (patient_id, purpose, granted) values (%s, 'remote_monitoring', true)", (pid,)
+        )
     return pid
 
 

@@ -7,7 +7,9 @@ import uuid
 from datetime import timedelta
 
 import psycopg
+import pytest
 
+from teleconsult.ingest.payload import CONSENT_WITHDRAWN
 from teleconsult.ingest.worker import IngestConfig, IngestWorker
 from tests.teleconsult.ingest.helpers import VOCAB, Gateways, Publisher, batch, reading, stored_ids, t0
 
@@ -194,21 +196,23 @@ async def test_graceful_stop_drains_what_the_broker_assigned(
     assert stored == sent
 
 
-async def test_readings_of_a_patient_who_withdrew_consent_are_not_kept(
-    gateways: Gateways, mqtt_url: str, publisher: Publisher
+@pytest.mark.parametrize("decisions", [(True, False), ()], ids=["withdrawn", "never-decided"])
+async def test_readings_without_consent_in_force_are_counted_and_not_kept(
+    gateways: Gateways, mqtt_url: str, publisher: Publisher, decisions: tuple[bool, ...]
 ) -> None:
+    """Withdrawn, or never given (issue 19: no decision on file is no consent): refused, counted, dead-lettered with
+    the reason and the size, the vitals themselves not kept."""
     gw = f"gw-consent-{uuid.uuid4().hex[:8]}"
     pid = uuid.uuid4()
     with psycopg.connect(gateways.dsn, autocommit=True) as conn:
         conn.execute("insert into patients (id, display_name) values (%s, 'Consent test')", (pid,))
         conn.execute("insert into gateways (id, patient_id) values (%s, %s)", (gw, pid))
         conn.execute("insert into devices (id, gateway_id, address) values (%s, %s, 'CC:01')", (uuid.uuid4(), gw))
-        conn.execute(
-            "insert into consents (patient_id, purpose, granted) values (%s, 'remote_monitoring', true)", (pid,)
-        )
-        conn.execute(
-            "insert into consents (patient_id, purpose, granted) values (%s, 'remote_monitoring', false)", (pid,)
-        )
+        for granted in decisions:
+            conn.execute(
+                "insert into consents (patient_id, purpose, granted) values (%s, 'remote_monitoring', %s)",
+                (pid, granted),
+            )
     config = IngestConfig(
         dsn=gateways.dsn,
         mqtt_url=mqtt_url,
@@ -231,9 +235,10 @@ async def test_readings_of_a_patient_who_withdrew_consent_are_not_kept(
                 "select reason, payload, payload_size from dead_letters where gateway_id = %s", (gw,)
             ).fetchone()
             latest = conn.execute("select count(*) from latest_readings where patient_id = %s", (pid,)).fetchone()
-        assert "withdrew remote_monitoring consent" in reason
+        assert CONSENT_WITHDRAWN in reason
         assert bytes(payload) == b""  # the refused vitals are not kept, not even as a dead letter
         assert size > 0
+        assert w.metrics.rejected >= 1  # counted, not silently dropped
         assert latest == (0,)
         assert refused["id"] not in stored_ids(gateways.dsn, gw)
         # consent given again: the worker picks it up within its enrolment max age and stores new readings

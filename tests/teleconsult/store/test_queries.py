@@ -14,6 +14,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from teleconsult.ingest.payload import Decoded, StaticVocabulary, copy_rows, decode_batch
 from teleconsult.ingest.writer import DeadLetter, prepare_connection, write_batch
+from teleconsult.security import consent
+from teleconsult.security.models import ConsentPurpose
 from teleconsult.store.enrolment import DeviceSpec, enrol, enrolment_map
 from teleconsult.store.history import daily_summary, readings_csv, summary_csv
 from teleconsult.store.readings import history, latest_for_patient, readings_between
@@ -60,6 +62,10 @@ async def store(pool: AsyncConnectionPool, gw: str, body: bytes) -> tuple[int, i
 async def patient(pool: AsyncConnectionPool) -> tuple[uuid.UUID, str]:
     gw = f"gw-{uuid.uuid4().hex[:8]}"
     e = await enrol(pool, display_name="Test", gateway_id=gw, devices=[DeviceSpec("AA:01", model="HRM", kind="hr")])
+    async with pool.connection() as conn:  # no decision on file is no consent (issue 19)
+        await consent.record(
+            conn, patient_id=e.patient_id, purpose=ConsentPurpose.REMOTE_MONITORING, granted=True, recorded_by=None
+        )
     return e.patient_id, gw
 
 

@@ -15,6 +15,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from teleconsult.ingest.payload import Decoded, copy_rows, decode_batch
 from teleconsult.ingest.writer import prepare_connection, write_batch
+from teleconsult.security import consent
+from teleconsult.security.models import ConsentPurpose
 from teleconsult.store.enrolment import DeviceSpec, enrol, enrolment_map
 from teleconsult.store.migrate import load_migrations, upgrade
 from teleconsult.store.retention import RetentionPolicy, RetentionRule, apply_retention
@@ -87,6 +89,10 @@ async def conn(store_dsn: str):
 async def patient(pool: AsyncConnectionPool) -> tuple[uuid.UUID, str]:
     gw = f"gw-{uuid.uuid4().hex[:8]}"
     e = await enrol(pool, display_name="Roll", gateway_id=gw, devices=[DeviceSpec("AA:01", model="HRM", kind="hr")])
+    async with pool.connection() as conn:  # no decision on file is no consent (issue 19)
+        await consent.record(
+            conn, patient_id=e.patient_id, purpose=ConsentPurpose.REMOTE_MONITORING, granted=True, recorded_by=None
+        )
     return e.patient_id, gw
 
 
