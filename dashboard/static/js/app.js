@@ -49,6 +49,8 @@ async function route() {
   for (const a of document.querySelectorAll("#nav a")) {
     if (a.getAttribute("href") === `#/${name}`) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
   }
+  // The patient space's "prescriptions" section registers itself with me.js (issue 18: me_rx.js).
+  if (user.role === "patient") await import("./me_rx.js").catch(() => {});
   if (name === "pharmacy" || user.role === "pharmacist") {
     // Pharmacists have this page only; #/pharmacy/<id>/<code> is the URL in the ordonnance's QR code (issue 18).
     const { PharmacyView } = await import("./pharmacy.js");
