@@ -108,7 +108,7 @@ export class PharmacyView {
       h("dl", { class: "rx-facts" },
         h("dt", {}, t("rx.prescriber")), h("dd", {}, `${p.display_name || ""}${p.registration_number ? ` — ${p.registration_number}` : ""}`),
         h("dt", {}, t("rx.patient")), h("dd", {}, `${rx.patient.display_name}${rx.patient.birth_date ? ` — ${t("rx.born", { date: fmtDate(rx.patient.birth_date) })}` : ""}`),
-        h("dt", {}, t("rx.validity")), h("dd", {}, t("rx.valid_until", { date: fmtDate(rx.valid_until) })),
+        h("dt", {}, t("rx.validity.short")), h("dd", {}, t("rx.valid_until", { date: fmtDate(rx.valid_until) })),
         h("dt", {}, t("rx.pharmacy.number")), h("dd", { class: "rx-number" }, rx.id)),
     ];
     if (rx.status === "cancelled") {
@@ -154,7 +154,10 @@ export class PharmacyView {
     if (open && l.substitution_allowed && !l.free_text && l.inn) {
       row.loadGenerics = async () => {
         try {
-          const same = (await get(`/formulary?q=${encodeURIComponent(l.inn)}&limit=50`)).filter((m) => m.inn === l.inn && m.id !== l.formulary_id);
+          // Same DCI and, when the prescribed product is known, the same form (a tablet for a tablet).
+          const all = (await get(`/formulary?q=${encodeURIComponent(l.inn)}&limit=50`)).filter((m) => m.inn === l.inn);
+          const prescribed = all.find((m) => m.id === l.formulary_id);
+          const same = all.filter((m) => m.id !== l.formulary_id && (!prescribed || m.form === prescribed.form));
           sub.append(...same.map((m) => h("option", { value: m.id }, m.label)));
           if (!same.length) sub.disabled = true;
         } catch { sub.disabled = true; }
