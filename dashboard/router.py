@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Final
 
 from fastapi import APIRouter, HTTPException
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import FileResponse, RedirectResponse, Response
 
 STATIC_DIR: Final = Path(__file__).resolve().parent / "static"
 _REPO_NODE_MODULES: Final = Path(__file__).resolve().parents[1] / "node_modules"
@@ -46,8 +46,14 @@ def _file(path: Path) -> Response:
 
 @router.get("/")
 async def index() -> Response:
-    """The single page (hash routes: #/patients, #/patient/<id>, #/consult/<id>)."""
+    """The single page (hash routes: #/patients, #/patient/<id>, #/consult/<id>, #/me for a patient account)."""
     return _file(STATIC_DIR / "index.html")
+
+
+@router.get("/patient")
+async def patient_space() -> Response:
+    """The patient's own space: a short address to type on a phone (the page is ``/#/me``)."""
+    return RedirectResponse("/#/me", status_code=303)
 
 
 @router.get("/app/{path:path}")

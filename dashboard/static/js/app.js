@@ -51,7 +51,17 @@ async function route() {
   }
   // The patient space's "prescriptions" section registers itself with me.js (issue 18: me_rx.js).
   if (user.role === "patient") await import("./me_rx.js").catch(() => {});
-  if (name === "pharmacy" || user.role === "pharmacist") {
+  if (user.role === "patient") {
+    // The patient's own space (issue 19): the only page of a patient account; #/me/<section> scrolls to a section.
+    try {
+      const { MePage } = await import("./me.js");
+      const page = new MePage(main, user);
+      setView(page);
+      if (name === "me" && id) page.ready.then(() => page.focusSection(id)).catch(() => {});
+    } catch (err) {
+      main.textContent = t("patient.unavailable", { detail: err.message });
+    }
+  } else if (name === "pharmacy" || user.role === "pharmacist") {
     // Pharmacists have this page only; #/pharmacy/<id>/<code> is the URL in the ordonnance's QR code (issue 18).
     const { PharmacyView } = await import("./pharmacy.js");
     setView(new PharmacyView(main, name === "pharmacy" ? { id, code } : {}));
@@ -131,11 +141,14 @@ async function enter(u) {
   $("logout").hidden = false;
   $("nav").hidden = false;
   // Links with data-role are for that role only; a pharmacist sees only those (no patient list, no live feed).
+  // A patient sees only their own space (#/me): no clinician links, no live feed of the care team.
   const pharmacist = u.role === "pharmacist";
-  for (const a of $("nav").querySelectorAll("a")) a.hidden = a.dataset.role ? a.dataset.role !== u.role : pharmacist;
-  $("alert-count").hidden = pharmacist;
+  const solo = pharmacist || u.role === "patient";
+  for (const a of $("nav").querySelectorAll("a")) a.hidden = a.dataset.role ? a.dataset.role !== u.role : solo;
+  $("alert-count").hidden = solo;
+  $("conn").hidden = u.role === "patient";
   const t0 = performance.now();
-  if (!pharmacist) {
+  if (!solo) {
     await resync();
     feed.start(state.lastEventId);
   }
@@ -172,7 +185,7 @@ function loginView(message) {
     btn.disabled = true;
     try {
       const u = await login($("username").value.trim(), $("password").value, $("totp").value.trim() || undefined);
-      if (!location.hash || location.hash === "#/login") location.hash = "#/patients";
+      if (!location.hash || location.hash === "#/login") location.hash = u.role === "patient" ? "#/me" : "#/patients";
       await enter(u);
     } catch (err) {
       if (err.detail === "totp_required") { $("totp-row").hidden = false; $("totp").focus(); }
@@ -193,7 +206,7 @@ async function boot() {
   wireFeed();
   showConnection({ state: "stopped" });
   const u = await me();
-  if (u && u.role !== "patient") await enter(u); else loginView(u ? t("login.clinicians_only") : "");
+  if (u) await enter(u); else loginView();
 }
 
 boot().catch((err) => { main.textContent = `tbib: ${err.message}`; });
