@@ -2,7 +2,7 @@
 
 - ``Pool`` — the app's ``psycopg_pool.AsyncConnectionPool`` (``async with pool.connection() as conn``).
 - ``AppSettings`` — the :class:`~teleconsult.settings.Settings` the app was built with.
-- ``CurrentUser`` / ``CurrentClinician`` (doctor, nurse, pharmacist) / ``CurrentAdmin`` / ``CurrentPatientUser`` —
+- ``CurrentUser`` / ``CurrentClinician`` (doctor, nurse) / ``CurrentAdmin`` / ``CurrentPatientUser`` —
   401 without valid credentials, 403 for another role. Credentials: ``Authorization: Bearer <access token>`` or the
   session cookie; cookie-authenticated POST/PUT/PATCH/DELETE also need ``X-CSRF-Token``.
 - ``PatientAccess`` — for any route with a ``patient_id`` path (or query) parameter that touches patient data: checks

@@ -10,6 +10,7 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import Any, Final
 
+from teleconsult.fhir.medication import MEDICATION_CAPABILITIES
 from teleconsult.fhir.observation import fhir_instant
 from teleconsult.fhir.terminology import FHIR_VERSION
 
@@ -96,6 +97,7 @@ def capability_statement(base: str, now: datetime, software_version: str) -> dic
             "documentation": "the audit trail of a patient's record, newest first (admins only)",
         },
         {"type": "Flag", "documentation": "open alerts, returned by Patient/$everything"},
+        *MEDICATION_CAPABILITIES,
     ]
     return {
         "resourceType": "CapabilityStatement",

@@ -25,6 +25,24 @@ FORMULARY_SYSTEM: Final = f"{t.BASE}/CodeSystem/formulary"
 PRESCRIPTION_SYSTEM: Final = f"{t.BASE}/sid/prescription-id"
 ACT_CODE_SYSTEM: Final = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 
+_PATIENT_PARAM: Final = [{"name": "patient", "type": "reference", "documentation": "Patient/<id> or <id> (required)"}]
+#: The entries of these resources in the CapabilityStatement (routes: teleconsult/fhir/medication_api.py).
+MEDICATION_CAPABILITIES: Final = (
+    {
+        "type": "MedicationRequest",
+        "interaction": [{"code": "read"}, {"code": "search-type"}],
+        "searchParam": _PATIENT_PARAM,
+        "documentation": "one per prescription line (id <prescription id>-<line no>), signed by the server at issue",
+    },
+    {
+        "type": "MedicationDispense",
+        "interaction": [{"code": "read"}, {"code": "search-type"}],
+        "searchParam": _PATIENT_PARAM,
+        "documentation": "one per dispensed line (id <dispense id>-<line no>)",
+    },
+    {"type": "Medication", "interaction": [{"code": "read"}], "documentation": "products of tbib's formulary"},
+)
+
 _REQUEST_STATUS: Final = {
     Status.ISSUED: "active",
     Status.PARTIALLY_DISPENSED: "active",

@@ -62,13 +62,15 @@ async def assign(
     valid_to: datetime | None = None,
     created_by: uuid.UUID | None = None,
 ) -> Assignment:
-    """Add a care-team membership; the clinician must be an enabled non-patient account."""
+    """Add a care-team membership; the clinician must be an enabled account, neither patient nor pharmacist."""
     cur = await conn.execute("select role, disabled from users where id = %s", (clinician_id,))
     row = await cur.fetchone()
     if row is None:
         raise NotFoundError("user", clinician_id)
     if row[0] == Role.PATIENT.value:
         raise ConflictError("a patient account cannot be on a care team")
+    if row[0] == Role.PHARMACIST.value:
+        raise ConflictError("a pharmacist is never on a care team (prescriptions reach them by access code)")
     start = (valid_from or datetime.now(UTC)).astimezone(UTC)
     if valid_to is not None and valid_to <= start:
         raise ConflictError("valid_to must be after valid_from")

@@ -18,8 +18,9 @@ class Role(StrEnum):
     PHARMACIST = "pharmacist"
 
 
-#: Roles that can be on a care team and read clinical data when assigned.
-CLINICIAN_ROLES: Final = frozenset({Role.DOCTOR, Role.NURSE, Role.PHARMACIST})
+#: Roles that can be on a care team and read clinical data when assigned. Not pharmacists (issue 18): a pharmacist
+#: sees a prescription only with its id and access code, and nothing else about the patient (docs/prescriptions.md).
+CLINICIAN_ROLES: Final = frozenset({Role.DOCTOR, Role.NURSE})
 
 
 class ConsentPurpose(StrEnum):
@@ -47,7 +48,7 @@ class User:
 
     @property
     def is_clinician(self) -> bool:
-        """True for doctors, nurses and pharmacists."""
+        """True for doctors and nurses."""
         return self.role in CLINICIAN_ROLES
 
 

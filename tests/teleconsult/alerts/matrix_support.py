@@ -8,7 +8,7 @@ from typing import Any
 
 import psycopg
 
-CLINICIANS = frozenset({"doctor", "nurse", "pharmacist"})
+CLINICIANS = frozenset({"doctor", "nurse"})  # pharmacists are never on a care team (issue 18)
 
 
 def alert_id(ctx: Any) -> str:

@@ -24,6 +24,7 @@ from typing import Any
 from tests.teleconsult.alerts import matrix_support as alerts
 from tests.teleconsult.api.helpers import Seeded
 from tests.teleconsult.fhir import matrix_support as fhir
+from tests.teleconsult.prescriptions import matrix_support as rx
 from tests.teleconsult.signaling import matrix_support as consult
 
 CALLERS = ("anonymous", "admin", "doctor", "nurse", "pharmacist", "patient")
@@ -95,8 +96,11 @@ def admin_only(ok: int = 200) -> Policy:
 
 
 def care_team(ok: int = 200) -> Policy:
-    """Patient data: staff (admins included) on the care team, or the patient themself."""
-    return lambda caller, assigned: 401 if caller == "anonymous" else (ok if assigned else 403)
+    """Patient data: staff (admins included) on the care team, or the patient themself. Never a pharmacist (issue 18):
+    the seeded pharmacist has a care-team row for p1, which grants nothing."""
+    return lambda caller, assigned: (
+        401 if caller == "anonymous" else (ok if assigned and caller != "pharmacist" else 403)
+    )
 
 
 def patient_self(ok: int = 200) -> Policy:
@@ -215,12 +219,50 @@ MATRIX: dict[tuple[str, str], Entry] = {
     ("GET", "/api/v1/patients/{patient_id}/summary"): Entry(care_team()),
     ("GET", "/api/v1/patients/{patient_id}/readings.csv"): Entry(care_team()),
     ("PUT", "/api/v1/patients/{patient_id}/consultation-notes/{consultation_id}"): Entry(
-        lambda caller, assigned: 401 if caller == "anonymous" else (200 if assigned and caller in STAFF else 403),
+        lambda caller, assigned: (
+            401 if caller == "anonymous" else (200 if assigned and caller in STAFF - {"pharmacist"} else 403)
+        ),
         body=lambda ctx: {"text": "Patient stable."},
         params={"consultation_id": consult.consultation_id},
     ),
     ("GET", "/api/v1/patients/{patient_id}/consultation-notes/{consultation_id}"): Entry(
         care_team(), params={"consultation_id": consult.consultation_id}
+    ),
+    # e-prescriptions (issue 18): factories and policies in tests/teleconsult/prescriptions/matrix_support.py
+    ("GET", "/api/v1/formulary"): Entry(staff_only(), query=lambda ctx: {"q": "amox"}),
+    ("GET", "/api/v1/patients/{patient_id}/allergies"): Entry(care_team()),
+    ("PUT", "/api/v1/patients/{patient_id}/allergies"): Entry(rx.writer_on_team, body=lambda ctx: {"allergies": []}),
+    ("POST", "/api/v1/patients/{patient_id}/prescriptions/check"): Entry(rx.doctor_on_team(), body=rx.draft_body),
+    ("POST", "/api/v1/patients/{patient_id}/prescriptions"): Entry(rx.doctor_on_team(201), body=rx.draft_body),
+    ("GET", "/api/v1/patients/{patient_id}/prescriptions"): Entry(care_team()),
+    ("GET", "/api/v1/patients/{patient_id}/dispenses"): Entry(care_team()),
+    ("GET", "/api/v1/prescriptions/{prescription_id}"): Entry(
+        care_team(), params={"prescription_id": rx.prescription_id}
+    ),
+    ("POST", "/api/v1/prescriptions/{prescription_id}/cancel"): Entry(
+        rx.doctor_on_team(), body=lambda ctx: {"reason": "erreur"}, params={"prescription_id": rx.prescription_id}
+    ),
+    ("POST", "/api/v1/prescriptions/{prescription_id}/revise"): Entry(
+        rx.doctor_on_team(201), body=rx.draft_body, params={"prescription_id": rx.prescription_id}
+    ),
+    **{
+        ("GET", f"/api/v1/prescriptions/{{prescription_id}}/{leaf}"): Entry(
+            rx.prescriber_or_patient, params={"prescription_id": rx.prescription_id}
+        )
+        for leaf in ("access-code", "ordonnance.html", "ordonnance.pdf", "qr.svg")
+    },
+    ("POST", "/api/v1/pharmacy/lookup"): Entry(rx.pharmacist_only(), body=rx.lookup_body),
+    ("POST", "/api/v1/pharmacy/prescriptions/{prescription_id}/dispense"): Entry(
+        rx.pharmacist_only(201), body=rx.dispense_body, params={"prescription_id": rx.prescription_id}
+    ),
+    ("GET", "/api/v1/pharmacy/me"): Entry(rx.pharmacist_only(), query=rx.no_query_after_setup),
+    ("GET", "/api/v1/pharmacies"): Entry(admin_only()),
+    ("POST", "/api/v1/pharmacies"): Entry(admin_only(201), body=lambda ctx: {"name": "Pharmacie Test", "city": "Fès"}),
+    ("POST", "/api/v1/pharmacies/{pharmacy_id}/members"): Entry(
+        admin_only(), body=rx.pharmacist_user, params={"pharmacy_id": rx.pharmacy_id}
+    ),
+    ("PUT", "/api/v1/practitioners/{user_id}"): Entry(
+        admin_only(), body=lambda ctx: {"registration_number": "INPE 1"}, params={"user_id": rx.doctor_user}
     ),
     # alerts (issue 7): factories and probes in tests/teleconsult/alerts/matrix_support.py
     ("GET", "/api/v1/alerts/{alert_id}"): Entry(care_team(), params={"alert_id": alerts.alert_id}),
@@ -249,6 +291,21 @@ MATRIX: dict[tuple[str, str], Entry] = {
         care_team(), query=lambda ctx: {"patient": str(ctx.patient_id)}, gateway=gateway_status(403)
     ),
     ("GET", "/fhir/r4/Patient/{patient_id}/$everything"): Entry(care_team(), gateway=gateway_status(403)),
+    ("GET", "/fhir/r4/MedicationRequest/{request_id}"): Entry(
+        care_team(), params={"request_id": lambda ctx: rx.prescription_id(ctx) + "-1"}, gateway=gateway_status(403)
+    ),
+    ("GET", "/fhir/r4/MedicationRequest"): Entry(
+        care_team(), query=lambda ctx: {"patient": str(ctx.patient_id)}, gateway=gateway_status(403)
+    ),
+    ("GET", "/fhir/r4/MedicationDispense/{dispense_id}"): Entry(
+        care_team(), params={"dispense_id": rx.dispense_id}, gateway=gateway_status(403)
+    ),
+    ("GET", "/fhir/r4/MedicationDispense"): Entry(
+        care_team(), query=lambda ctx: {"patient": str(ctx.patient_id)}, gateway=gateway_status(403)
+    ),
+    ("GET", "/fhir/r4/Medication/{medication_id}"): Entry(
+        authenticated(), params={"medication_id": lambda ctx: "paracetamol-500mg-comprime"}, gateway=gateway_status(403)
+    ),
     ("POST", "/fhir/r4"): Entry(care_team(), body=fhir.transaction_body, gateway=gateway_import()),
     ("GET", "/fhir/r4/AuditEvent"): Entry(
         admin_only(), query=lambda ctx: {"patient": str(ctx.patient_id)}, gateway=gateway_status(403)
