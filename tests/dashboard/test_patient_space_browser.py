@@ -203,6 +203,13 @@ async def test_screenshots_patient_space(space: Space, browser: Any, update_docs
     who = await page.eval_on_selector_all("#me-access tbody tr td:nth-child(2)", "els => els.map(e => e.textContent)")
     assert any(space.doctor in w for w in who)
     assert await page.is_visible("[data-slot=prescriptions]")
+    # nothing wider than a phone screen
+    wide = await page.evaluate(
+        """() => [...document.querySelectorAll('main *')].filter((e) => e.getBoundingClientRect().right >
+             document.documentElement.clientWidth + 1 || e.getBoundingClientRect().left < -1)
+             .map((e) => e.tagName + '.' + e.className).slice(0, 5)"""
+    )
+    assert wide == [], wide
     # no key left untranslated
     text = await page.inner_text("main")
     assert not re.findall(r"\bme\.[a-z_]+", text), re.findall(r"\bme\.[a-z_.]+", text)
