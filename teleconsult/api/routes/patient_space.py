@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from fastapi import APIRouter, Request
+from starlette.routing import NoMatchFound
 
 from teleconsult.api import patient_views as views
 from teleconsult.api.deps import PatientAccess, Pool
@@ -42,9 +43,15 @@ def _iso(at: datetime | None) -> str | None:
 
 
 def _sections(request: Request) -> list[str]:
-    """Optional sections: the prescriptions feature registers a route ``/patients/{patient_id}/prescriptions``."""
-    paths = {getattr(r, "path", "") for r in request.app.routes}
-    return ["prescriptions"] if "/api/v1/patients/{patient_id}/prescriptions" in paths else []
+    """Optional sections: the prescriptions feature registers ``GET /patients/{patient_id}/prescriptions``.
+
+    Looked up by the route's name: FastAPI nests included routers, so ``app.routes`` does not list their paths.
+    """
+    try:
+        request.app.url_path_for("list_prescriptions", patient_id="0")
+    except NoMatchFound:
+        return []
+    return ["prescriptions"]
 
 
 @router.get("", summary="My space: devices and battery, consents with their meaning, refused readings")
