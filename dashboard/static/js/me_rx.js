@@ -6,6 +6,7 @@ import { MyPrescriptions } from "./my_prescriptions.js";
 registerSection({
   id: "prescriptions",
   async render(root, ctx) {
+    root.dataset.slot = "prescriptions";
     const view = new MyPrescriptions(root, ctx.pid, { heading: false });
     await view.ready;
     return view;
