@@ -51,7 +51,10 @@ def qr_svg(payload: str, scale: int = 4) -> str:
 
 
 def _quantity(line: Line) -> str:
-    text = f"{line.quantity} {line.quantity_unit}"
+    unit = line.quantity_unit
+    if line.quantity > 1 and " " not in unit and not unit.endswith(("s", "x")):
+        unit += "s"
+    text = f"{line.quantity} {unit}"
     if line.repeats:
         text += f", à renouveler {line.repeats} fois"
     return text
