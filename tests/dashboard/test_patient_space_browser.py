@@ -364,3 +364,29 @@ async def test_join_the_consultation_from_the_space_with_camera_and_microphone(s
     await page.wait_for_selector(f"[data-consultation='{space.consultation_id}'] button.join")
     assert page.errors == []
     await page.context.close()
+
+
+async def test_clinician_page_says_what_is_not_done_without_consent(space: Space, browser: Any) -> None:
+    """The doctor's patient page of a patient with no decision on file: no monitoring, no teleconsultation."""
+    with psycopg.connect(space.dsn, autocommit=True) as conn:
+        row = conn.execute("insert into patients (display_name) values ('Sans Consentement') returning id").fetchone()
+        assert row is not None
+        conn.execute(
+            "insert into care_team (clinician_id, patient_id, valid_from)"
+            " select id, %s, now() - interval '1 day' from users where username = %s",
+            (row[0], space.doctor),
+        )
+    context = await browser.new_context(viewport={"width": 1280, "height": 900}, bypass_csp=True)
+    page = await context.new_page()
+    await page.goto(f"{space.url}/")
+    await page.fill("#username", space.doctor)
+    await page.fill("#password", PASSWORD)
+    await page.press("#password", "Enter")
+    await page.wait_for_selector("table.patients tbody tr")
+    await page.goto(f"{space.url}/#/patient/{row[0]}")
+    await page.wait_for_selector(".consent-missing")
+    notes = await page.eval_on_selector_all(".consent-missing", "els => els.map(e => e.textContent)")
+    assert len(notes) == 2
+    assert "suivi à distance" in notes[0]
+    assert await page.is_disabled("#start-consult")
+    await context.close()

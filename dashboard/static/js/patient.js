@@ -191,6 +191,15 @@ export class PatientPage {
     consult.textContent = t("consult.start");
     consult.onclick = () => this.onConsult(this.id);
     head.append(h, this.news, consult);
+    // No decision on file is no consent (issue 19): say what tbib does not do for this patient.
+    const c = d.consents || {};
+    if (!c.teleconsultation) { consult.disabled = true; consult.title = t("consent.no_teleconsultation"); }
+    for (const purpose of ["remote_monitoring", "teleconsultation"]) {
+      if (c[purpose]) continue;
+      head.append(Object.assign(document.createElement("p"), {
+        className: "consent-missing", role: "note", textContent: t(`consent.no_${purpose}`),
+      }));
+    }
 
     this.latestBox = document.createElement("dl");
     this.latestBox.className = "latest";

@@ -34,6 +34,7 @@ from teleconsult.api.deps import (
 from teleconsult.api.schemas import ApiModel, SafeText
 from teleconsult.errors import AuthorizationError, NotFoundError
 from teleconsult.security import audit as audit_log
+from teleconsult.security import consent
 from teleconsult.security.models import PatientGrant, Role
 from teleconsult.store import history as store_history
 from teleconsult.store import readings as store_readings
@@ -193,7 +194,9 @@ async def get_patient(grant: PatientAccess, pool: Pool) -> dict[str, Any]:
              "last_measured_at": last.isoformat() if last else None, "age_s": views.age_s(now, last)}
             for i, gw, addr, model, kind, last in await cur.fetchall()
         ]  # fmt: skip
-    return rows[0] | {"devices": devices, "thresholds": views.thresholds()}
+        consents = consent.current(await consent.history(conn, grant.patient_id))
+    # no decision on file is no consent (issue 19): the page says what is not done for this patient
+    return rows[0] | {"devices": devices, "thresholds": views.thresholds(), "consents": consents}
 
 
 @router.get("/{patient_id}/alerts", summary="Alerts of one patient, newest first")
