@@ -333,3 +333,39 @@ async def test_screenshots_prescription_journey(rx: RxCast, browser: Any, update
     assert errors == []
     for ctx in (doctor_ctx, pharma_ctx, patient_ctx):
         await ctx.close()
+
+
+async def test_tampered_prescription_shows_red_and_cannot_be_dispensed(rx: RxCast, browser: Any) -> None:
+    """A stored line changed after signing: the pharmacy page opened from the QR's URL shows the red cross, offers no
+    dispense, and the code leaves the address bar once read."""
+    token = await asyncio.to_thread(login, rx.url, rx.username("doctor"))
+    line = {
+        "formulary_id": "amlodipine-5mg-comprime", "dose": 1, "dose_unit": "comprimé", "times_per_day": 1,
+        "duration_days": 30, "quantity": 1, "quantity_unit": "boîte", "repeats": 2, "instructions": "Le matin.",
+    }  # fmt: skip
+    r = await asyncio.to_thread(
+        httpx.post,
+        f"{rx.url}/api/v1/patients/{rx.patient_id}/prescriptions",
+        json={"lines": [line]},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert r.status_code == 201, r.text
+    created = r.json()
+    with psycopg.connect(rx.dsn, autocommit=True) as conn:
+        conn.execute("update prescription_lines set quantity = 9 where prescription_id = %s", (created["id"],))
+    context = await browser.new_context(viewport={"width": 1200, "height": 900}, locale="fr-FR", bypass_csp=True)
+    page = await context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    await _login(page, rx, "pharmacist", ".rx-scan")
+    code = created["access_code"].replace("-", "")
+    await page.goto(f"{rx.url}/#/pharmacy/{created['id']}/{code}")
+    await page.wait_for_selector(".rx-sig.bad[role='alert']")
+    assert await page.get_attribute("main", "data-signature") == "invalid"
+    assert "Ne pas délivrer" in (await page.text_content(".rx-sig.bad") or "")
+    assert await page.locator(".rx-dispense-btn").count() == 0
+    assert await page.locator(".rx-dqty").count() == 0
+    assert code not in page.url
+    await shot(page, "pharmacy-tampered", False)
+    assert errors == []
+    await context.close()
