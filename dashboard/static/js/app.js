@@ -146,6 +146,7 @@ async function enter(u) {
   const solo = pharmacist || u.role === "patient";
   for (const a of $("nav").querySelectorAll("a")) a.hidden = a.dataset.role ? a.dataset.role !== u.role : solo;
   $("alert-count").hidden = solo;
+  $("conn").hidden = solo; // no live feed for them: a "Hors ligne" badge would only mislead
   $("conn").hidden = u.role === "patient";
   const t0 = performance.now();
   if (!solo) {
