@@ -274,6 +274,7 @@ def _start_and_watch(
     out("")
     out(f"  tbib demo is running: open {base_url}/")
     out(f"  login: {cast.doctor}   password: {cast.password}")
+    out(f"  patient space: {base_url}/patient   login: {cast.patient}   same password")
     out(f"  data and logs: {data}   (Ctrl-C to stop; the data is kept)")
     out("")
     while True:

@@ -32,6 +32,8 @@ NAMES: Final = (
     "Hassan Lahlou",
 )
 DOCTOR: Final = "dr.demo"
+#: The first demo patient's own account (the patient space, /patient), same password as the doctor.
+PATIENT: Final = "patient.demo"
 NAMESPACE: Final = uuid.UUID("5b7f3c1e-9d0a-4f57-8a53-0c1d2e3f4a5b")
 
 
@@ -55,6 +57,8 @@ class DemoCast:
     password: str
     doctor_id: uuid.UUID
     patients: list[DemoPatient]
+    patient: str = PATIENT
+    """The first patient's own account."""
 
 
 def credentials(data_dir: Path) -> tuple[str, str]:
@@ -135,6 +139,13 @@ def seed(dsn: str, patients: list[DemoPatient], password: str) -> DemoCast:
                     " select %s, %s, true, %s, 'tbib demo' where not coalesce(tbib_has_consent(%s, %s), false)",
                     (p.patient_id, purpose, doctor_id, p.patient_id, purpose),
                 )
+        if patients:  # the first patient logs in to their own space
+            conn.execute(
+                "insert into users (username, display_name, role, password_hash, patient_id)"
+                " values (%s, %s, 'patient', %s, %s) on conflict (username) do update"
+                " set password_hash = excluded.password_hash, patient_id = excluded.patient_id, disabled = false",
+                (PATIENT, patients[0].name, hash_password(password), patients[0].patient_id),
+            )
     return DemoCast(DOCTOR, password, doctor_id, patients)
 
 
