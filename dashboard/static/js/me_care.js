@@ -172,12 +172,17 @@ export class AccessSection {
 
 // --- prescriptions: the extension point -------------------------------------------------------------------------------
 
-// The prescriptions feature registers a section with me.js's registerSection({ id: "prescriptions", render }); the
-// server lists "prescriptions" in /space.sections once its routes exist. Until then the slot says so plainly.
+// The prescriptions feature registers a section with me.js's registerSection({ id: "prescriptions", render }) in
+// me_rx.js, loaded here when the server lists "prescriptions" in /space.sections (its routes exist). Until then the
+// slot says so plainly.
 export class PrescriptionSlot {
   constructor(root, ctx, extra) { this.root = root; this.ctx = ctx; this.extra = extra; }
 
   async load() {
+    const offered = this.ctx.space.sections.includes("prescriptions");
+    if (offered && !this.extra.some((s) => s.id === "prescriptions")) {
+      try { await import("./me_rx.js"); } catch { /* the prescriptions module is not installed: the slot stays */ }
+    }
     const mine = this.extra.find((s) => s.id === "prescriptions");
     if (mine && this.ctx.space.sections.includes("prescriptions")) {
       const body = el("div", { class: "me-rx" });
