@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 import uuid
 from collections import deque
 from collections.abc import Iterable
@@ -33,6 +34,7 @@ import psycopg
 
 from teleconsult.alerts import store
 from teleconsult.alerts.service import parse_readings
+from teleconsult.alerts.trace import DeliveryTrace
 
 log = logging.getLogger(__name__)
 
@@ -116,9 +118,11 @@ class Subscriber:
 class Hub:
     """See the module docstring. ``run()`` until cancelled; ``ready`` is set once it listens."""
 
-    def __init__(self, conninfo: str, *, retry_s: float = 1.0) -> None:
+    def __init__(self, conninfo: str, *, retry_s: float = 1.0, trace: DeliveryTrace | None = None) -> None:
         self.conninfo = conninfo
         self.retry_s = retry_s
+        self.trace = trace
+        """Delivery timings per event (benchmarks), off when None."""
         self.ready = asyncio.Event()
         self.cursor = 0
         """Id of the newest alert event dispatched."""
@@ -185,6 +189,8 @@ class Hub:
 
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(both_up())
+            if self.trace is not None:
+                tasks.create_task(self.trace.run())
             tasks.create_task(self._run_alerts(alerts_up))
             tasks.create_task(self._run_readings(readings_up))
 
@@ -202,7 +208,7 @@ class Hub:
                     up.set()
                     async for n in listen.notifies():
                         if n.payload.startswith("{"):
-                            self._dispatch_frame(json.loads(n.payload), n.payload)
+                            self._dispatch_frame(json.loads(n.payload), n.payload, time.time())
                         elif n.payload.isdigit() and int(n.payload) > self.cursor:
                             await self._fetch(fetch)
             except psycopg.Error as exc:
@@ -223,7 +229,7 @@ class Hub:
                 self._resync([s for subs in self._vitals.values() for s in subs], "server lost the database")
             await asyncio.sleep(self.retry_s)
 
-    def _dispatch_frame(self, frame: dict[str, Any], text: str | None = None) -> None:
+    def _dispatch_frame(self, frame: dict[str, Any], text: str | None = None, received_at: float | None = None) -> None:
         """An event carried in its notification (notifications arrive in id order: see :mod:`store`).
 
         The frame is encoded once (``TEXT`` key) for all its subscribers.
@@ -233,8 +239,16 @@ class Hub:
         self.cursor = int(frame["id"])
         patient = uuid.UUID(str(frame["alert"]["patient_id"]))
         item = {"id": frame["id"], TEXT: text if text is not None else json.dumps(frame, separators=(",", ":"))}
-        for sub in self._alerts_by_patient.get(patient, ()):
+        subs = self._alerts_by_patient.get(patient, ())
+        for sub in subs:
             sub.offer(item)
+        if self.trace is not None and subs:
+            self.trace.dispatched(self.cursor, len(subs), received_at)
+
+    def sent(self, event_id: int) -> None:
+        """A socket wrote event ``event_id`` (for the delivery trace)."""
+        if self.trace is not None:
+            self.trace.sent(event_id)
 
     async def _fetch(self, conn: psycopg.AsyncConnection[Any]) -> None:
         while True:

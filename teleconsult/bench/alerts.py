@@ -9,6 +9,14 @@ gateways publishing ``--rate`` readings/s through the same broker and ingest, an
 all on the probe patient's care team, so each probe alert fans out to every one of them). A probe is a systolic
 pressure of 230 mmHg (raises ``systolic_bp`` at once), followed by 120 mmHg to clear it before the next probe.
 Latency = frame arrival time - publish time, on every dashboard socket. The last stdout line is the JSON result.
+
+Hops (``hops`` in the JSON, p50/p99/max ms, same host clock): publish -> start of ingest's transaction
+(``readings.ingested_at``) -> its commit (the probe's ``tbib_readings`` notification at the benchmark's own listener)
+-> engine (``alerts.raised_at``) -> start of the store transaction (``alert_events.created_at``) -> its commit (the
+event's ``tbib_alert_events`` notification at the benchmark's listener) -> the server's hub taking the notification
+(the hub's delivery trace, ``[ext.alerts] trace_file``) -> the first and the last socket write returning in the server
+-> arrival on the clients. The background's alert transitions (events of its patients) are counted too: a realistic
+load raises few (``background_alert_events_per_s``).
 """
 
 from __future__ import annotations
@@ -18,15 +26,18 @@ import asyncio
 import json
 import multiprocessing as mp
 import os
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -133,6 +144,8 @@ class Dashboards:
         """probe key -> when the engine raised it (server clock, same host)."""
         self.stored_at: dict[str, float] = {}
         """probe key -> ``created_at`` of its alert event (start of the store transaction)."""
+        self.event_ids: dict[str, int] = {}
+        """probe key -> id of its "raised" event."""
         self.sockets: list[Any] = []
         self.tasks: list[asyncio.Task[None]] = []
         self.changed = asyncio.Event()
@@ -185,6 +198,7 @@ class Dashboards:
                 self.arrivals.setdefault(key, []).append(now)
                 self.raised_at[key] = datetime.fromisoformat(frame["alert"]["raised_at"]).timestamp()
                 self.stored_at[key] = datetime.fromisoformat(frame["at"]).timestamp()
+                self.event_ids[key] = int(frame["id"])
             elif frame["event"] == "cleared":
                 key = str(details.get("cleared", {}).get("measured_at"))
                 self.cleared[key] = self.cleared.get(key, 0) + 1
@@ -205,9 +219,17 @@ class Probes:
     stored: dict[str, float] = field(default_factory=dict)
     arrivals: dict[str, list[float]] = field(default_factory=dict)
     ingested: dict[str, float] = field(default_factory=dict)
+    """probe key -> ``readings.ingested_at`` (start of ingest's transaction), read after the phase."""
     committed: dict[str, float] = field(default_factory=dict)
     """probe key -> arrival of its ``tbib_readings`` notification at the benchmark's own listener (ingest commit)."""
-    """probe key -> ``readings.ingested_at`` (start of ingest's transaction), read after the phase."""
+    event_ids: dict[str, int] = field(default_factory=dict)
+    store_committed: dict[str, float] = field(default_factory=dict)
+    """probe key -> arrival of its "raised" ``tbib_alert_events`` notification at the benchmark's listener."""
+    hub: dict[str, float] = field(default_factory=dict)
+    """probe key -> the server's hub took the notification (delivery trace)."""
+    first_send: dict[str, float] = field(default_factory=dict)
+    last_send: dict[str, float] = field(default_factory=dict)
+    """probe key -> the first / last socket write of the event returned in the server (delivery trace)."""
 
 
 async def run_probes(mqtt: Any, dash: Dashboards, n: int, gap_s: float) -> Probes:
@@ -227,6 +249,7 @@ async def run_probes(mqtt: Any, dash: Dashboards, n: int, gap_s: float) -> Probe
         out.arrivals[key] = list(dash.arrivals.get(key, []))
         if key in dash.raised_at:
             out.raised[key], out.stored[key] = dash.raised_at[key], dash.stored_at[key]
+            out.event_ids[key] = dash.event_ids[key]
         clear_at = at + timedelta(milliseconds=1)
         mqtt.publish(f"tbib/v1/gw/{PROBE_GW}/readings", probe_payload(120.0, clear_at), qos=1)
         target = dash.n_cleared + expect
@@ -250,14 +273,37 @@ def read_ingested(dsn: str, probes: Probes) -> None:
             probes.ingested[key] = ingested_at.timestamp()
 
 
-async def listen_commits(dsn: str, patient: str, out: dict[str, float]) -> None:
-    """Timestamp each committed probe reading (230 mmHg) as its ``tbib_readings`` notification arrives (only a
-    substring test per notification: this process also hosts the dashboards)."""
+def read_trace(path: Path, probes: Probes) -> None:
+    """The server hub's delivery trace of each probe's "raised" event (:mod:`teleconsult.alerts.trace`)."""
+    if not path.exists():
+        return
+    by_id = {v: k for k, v in probes.event_ids.items()}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        entry = json.loads(line)
+        key = by_id.get(int(entry["id"]))
+        if key is None:
+            continue
+        probes.hub[key] = float(entry["hub_at"])
+        if entry["first_send_at"] is not None:
+            probes.first_send[key] = float(entry["first_send_at"])
+            probes.last_send[key] = float(entry["last_send_at"])
+
+
+async def listen_commits(dsn: str, patient: str, out: dict[str, float], alerts_out: dict[str, float]) -> None:
+    """Timestamp each committed probe reading (230 mmHg) as its ``tbib_readings`` notification arrives, and each
+    probe's "raised" event as its ``tbib_alert_events`` notification arrives (only substring tests per notification:
+    this process also hosts the dashboards)."""
     async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
         await conn.execute("listen tbib_readings")
+        await conn.execute("listen tbib_alert_events")
         async for n in conn.notifies():
             now = time.time()
             if patient not in n.payload:
+                continue
+            if n.channel == "tbib_alert_events":
+                if '"event":"raised"' in n.payload and '"rule":"systolic_bp"' in n.payload:
+                    at = json.loads(n.payload)["alert"]["details"].get("measured_at")
+                    alerts_out[str(at)] = now
                 continue
             for row in json.loads(n.payload):
                 if row[0] == patient and row[1] == "systolic_bp" and float(row[2]) == 230.0:
@@ -273,14 +319,17 @@ def _pcts(values: list[float]) -> dict[str, float | None]:
 
 
 def hops(probes: Probes) -> dict[str, dict[str, float | None]]:
-    """Per-hop percentiles (ms): publish -> start of ingest's transaction -> its commit notification seen by a listener
-    -> engine -> start of the store transaction -> each socket, and the spread between the first and the last socket
-    of each probe (the fan-out itself)."""
+    """Per-hop percentiles (ms), in path order (see the module docstring), then the fan-out figures: from the hub to
+    the first and the last socket write, from each write to its client (first write to first arrival, last write to
+    last arrival), and the spread between the first and the last socket of each probe."""
     keys = list(probes.published)
     ms = 1000.0
 
     def part(a: dict[str, float], b: dict[str, float]) -> list[float]:
         return [(b[k] - a[k]) * ms for k in keys if k in a and k in b]
+
+    def arrivals(pick: Any) -> dict[str, float]:
+        return {k: pick(v) for k in keys if (v := probes.arrivals.get(k))}
 
     to_socket = [(t - probes.stored[k]) * ms for k in keys if k in probes.stored for t in probes.arrivals[k]]
     spread = [(max(v) - min(v)) * ms for k in keys if (v := probes.arrivals[k])]
@@ -289,6 +338,12 @@ def hops(probes: Probes) -> dict[str, dict[str, float | None]]:
         "ingest_tx_to_commit_notified": _pcts(part(probes.ingested, probes.committed)),
         "commit_notified_to_engine": _pcts(part(probes.committed, probes.raised)),
         "engine_to_store_tx": _pcts(part(probes.raised, probes.stored)),
+        "store_tx_to_store_notified": _pcts(part(probes.stored, probes.store_committed)),
+        "store_notified_to_hub": _pcts(part(probes.store_committed, probes.hub)),
+        "hub_to_first_send": _pcts(part(probes.hub, probes.first_send)),
+        "hub_to_last_send": _pcts(part(probes.hub, probes.last_send)),
+        "first_send_to_client": _pcts(part(probes.first_send, arrivals(min))),
+        "last_send_to_client": _pcts(part(probes.last_send, arrivals(max))),
         "store_tx_to_socket": _pcts(to_socket),
         "fanout_first_to_last_socket": _pcts(spread),
     }
@@ -356,6 +411,16 @@ def count_readings(dsn: str) -> int:
     return int(row[0]) if row else 0
 
 
+def background_alert_events(dsn: str, probe_patient: uuid.UUID) -> dict[str, int]:
+    """Alert events of the background patients (everyone but the probe patient), by rule."""
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(
+            "select payload->>'rule', count(*) from alert_events where patient_id <> %s group by 1",
+            (probe_patient,),
+        ).fetchall()
+    return {str(rule): int(n) for rule, n in rows}
+
+
 def wait_leader(dsn: str, seconds: float = 30) -> None:
     deadline = time.time() + seconds
     with psycopg.connect(dsn, autocommit=True) as conn:
@@ -411,6 +476,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     dsn = urlsplit(server_dsn)._replace(path="/" + name).geturl()
     broker = Broker()
     procs: list[subprocess.Popen[bytes]] = []
+    trace_dir = tempfile.mkdtemp(prefix="tbib-bench-alerts-")
+    traces: list[Path] = []
     try:
         upgrade(dsn, timescaledb=True)
         gateways = enrol(dsn, args.gateways)
@@ -427,7 +494,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         def server(engine: bool) -> tuple[subprocess.Popen[bytes], int]:
             port = free_port()
-            ext = {"alerts": {"heartbeat_s": 5.0, "queue_size": 10_000, "engine": engine}}
+            trace = Path(trace_dir) / f"trace-{port}.jsonl"
+            traces.append(trace)
+            ext = {"alerts": {"heartbeat_s": 5.0, "queue_size": 10_000, "engine": engine, "trace_file": str(trace)}}
             env = {
                 **os.environ,
                 "TBIB_ENV": "test",
@@ -458,7 +527,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             wait_leader(dsn)
         pids["server"] = api.pid
         ws_url = f"ws://127.0.0.1:{port}"
-        result = asyncio.run(_measure(args, dsn, broker.url, ws_url, gateways, doctor_tokens, pids, probe_patient))
+        result = asyncio.run(
+            _measure(args, dsn, broker.url, ws_url, gateways, doctor_tokens, pids, probe_patient, traces[-1])
+        )
     finally:
         for p in procs:
             p.terminate()
@@ -468,6 +539,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             except subprocess.TimeoutExpired:
                 p.kill()
         broker.close()
+        shutil.rmtree(trace_dir, ignore_errors=True)
         if not args.keep_db:
             with psycopg.connect(server_dsn, autocommit=True) as conn:
                 conn.execute(f'drop database if exists "{name}" with (force)')
@@ -486,6 +558,7 @@ async def _measure(
     doctor_tokens: list[str],
     pids: dict[str, int],
     probe_patient: uuid.UUID,
+    trace: Path,
 ) -> dict[str, Any]:
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
@@ -497,7 +570,8 @@ async def _measure(
     client.loop_start()
     try:
         committed: dict[str, float] = {}
-        listener = asyncio.create_task(listen_commits(dsn, str(probe_patient), committed))
+        store_committed: dict[str, float] = {}
+        listener = asyncio.create_task(listen_commits(dsn, str(probe_patient), committed, store_committed))
         await asyncio.sleep(2.0)  # ingest subscribed, hub listening
         base = Dashboards()
         await base.open(ws_url, doctor_tokens[:1])
@@ -505,7 +579,9 @@ async def _measure(
         base.arrivals.clear()
         base_probes = await run_probes(client, base, args.probes, args.gap)
         read_ingested(dsn, base_probes)
-        base_probes.committed = committed
+        base_probes.committed, base_probes.store_committed = committed, store_committed
+        await asyncio.sleep(3.5)  # the server's delivery trace writes entries 2 s old, every second
+        read_trace(trace, base_probes)
         baseline = summary(base_probes, 1)
         await base.close()
         log(f"baseline: {baseline}")
@@ -514,6 +590,7 @@ async def _measure(
         await dash.open(ws_url, doctor_tokens)
         duration = args.probes * (args.gap + 0.3) + 15
         before = count_readings(dsn)
+        events0 = background_alert_events(dsn, probe_patient)
         cpu0 = cpu_seconds(dsn, pids)
         procs, results, _go = start_background(mqtt_url, gateways, args.rate, duration, args.publishers)
         hogs = [mp.get_context("spawn").Process(target=cpu_hog, args=(duration,), daemon=True)
@@ -532,10 +609,12 @@ async def _measure(
             h.terminate()
         elapsed = time.time() - began
         cpu1 = cpu_seconds(dsn, pids)
-        await asyncio.sleep(2.0)
+        events1 = background_alert_events(dsn, probe_patient)
+        await asyncio.sleep(3.5)  # ingest's last batches; the delivery trace (see above)
         stored = count_readings(dsn) - before
         read_ingested(dsn, loaded_probes)
-        loaded_probes.committed = committed
+        read_trace(trace, loaded_probes)
+        loaded_probes.committed, loaded_probes.store_committed = committed, store_committed
         listener.cancel()
         loaded = summary(loaded_probes, len(dash.sockets))
         await dash.close()
@@ -548,6 +627,11 @@ async def _measure(
         "p99_ms": loaded["p99_ms"],
         "max_ms": loaded["max_ms"],
         "background_readings_per_s": round(stored / elapsed),
+        "background_committed_per_s": round(stored / elapsed),
+        "background_alert_events_per_s": round((sum(events1.values()) - sum(events0.values())) / elapsed, 2),
+        "background_alert_events_by_rule": {
+            r: n - events0.get(r, 0) for r, n in events1.items() if n > events0.get(r, 0)
+        },
         "background_target_per_s": args.rate,
         "background_published_per_s": round(published / publish_s),
         "dashboards": len(doctor_tokens),

@@ -15,8 +15,42 @@ from datetime import UTC, datetime
 from multiprocessing.synchronize import Event
 from typing import Any, Final
 
-#: (metric, unit, base value) cycled through by a simulated gateway.
-METRICS: Final = (("heart_rate", "/min", 72.0), ("spo2", "%", 97.0), ("pulse_rate", "/min", 71.0))
+#: (metric, unit) cycled through by a simulated gateway.
+METRICS: Final = (("heart_rate", "/min"), ("spo2", "%"), ("pulse_rate", "/min"))
+#: Readings of one metric per period of a simulated patient's slow wave (at the benchmarks' rates a few real seconds).
+WAVE_PERIOD: Final = 240
+
+
+def vital_wave(gw_index: int) -> tuple[tuple[float, ...], ...]:
+    """Values of one simulated patient, per metric of :data:`METRICS` (``WAVE_PERIOD`` each, repeated): a resting
+    adult on a ward monitor, physiologically plausible and clinically unremarkable, so the background load exercises
+    the alert engine's evaluation but raises (almost) nothing.
+
+    - heart rate: a per-patient resting rate of 60-84/min, a slow swing of +-5 and +-1 of jitter (55-90/min);
+    - SpO2: a per-patient 96-98 % with +-1 (95-99 %, never above 100): the range is at most 2 points, below the
+      ``spo2_falling`` drop of 4, and above the 92 % threshold;
+    - pulse rate (the oximeter's): the heart rate +-1.
+    Deterministic per gateway (a seeded generator), computed once per gateway.
+    """
+    import math
+    import random
+
+    rng = random.Random(gw_index * 7919 + 17)  # simulated data, not security
+    hr_base = 60 + (gw_index * 7) % 25
+    spo2_base = 96 + gw_index % 3
+    phase = rng.random() * 2 * math.pi
+    hr, spo2, pulse = [], [], []
+    for k in range(WAVE_PERIOD):
+        swing = math.sin(2 * math.pi * k / WAVE_PERIOD + phase)
+        h = round(hr_base + 5 * swing) + rng.choice((-1, 0, 0, 1))
+        hr.append(float(h))
+        pulse.append(float(h + rng.choice((-1, 0, 1))))
+        s = spo2_base + round(swing * 0.8) + rng.choice((0, 0, 0, -1, 1))
+        spo2.append(float(min(99, max(spo2_base - 1, min(spo2_base + 1, s)))))
+    return tuple(hr), tuple(spo2), tuple(pulse)
+
+
+_WAVES: dict[int, tuple[tuple[float, ...], ...]] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,8 +88,14 @@ def build_message(job: Job, gw_index: int, gateway_id: str, address: str, first_
     base_ms = int(job.start_epoch * 1000)
     second = -1
     stamp = ""
+    waves = _WAVES.get(gw_index)
+    if waves is None:
+        waves = _WAVES[gw_index] = vital_wave(gw_index)
+    n_metrics = len(METRICS)
     for seq in range(first_seq, first_seq + job.per_message):
-        metric, unit, base = METRICS[seq % len(METRICS)]
+        m = seq % n_metrics
+        metric, unit = METRICS[m]
+        value = waves[m][(seq // n_metrics) % WAVE_PERIOD]
         lo = f"{(gw_index << 40) | seq:016x}"
         t_ms = base_ms + seq * 100
         if t_ms // 1000 != second:
@@ -63,7 +103,7 @@ def build_message(job: Job, gw_index: int, gateway_id: str, address: str, first_
             stamp = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
         t = f"{stamp}.{t_ms % 1000:03d}Z"
         parts.append(
-            f'{{"id":"{id_head}{lo[:4]}-{lo[4:]}",{device},"metric":"{metric}","value":{base + seq % 7},'
+            f'{{"id":"{id_head}{lo[:4]}-{lo[4:]}",{device},"metric":"{metric}","value":{value},'
             f'"unit":"{unit}","measured_at":"{t}","device_time":null,"received_at":"{t}","group":null,"flags":null}}'
         )
     sent_at = datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")

@@ -28,6 +28,7 @@ from asyncio import FIRST_COMPLETED
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, WebSocket, WebSocketException, status
@@ -39,6 +40,7 @@ from teleconsult.alerts.hub import TEXT, Hub, Subscriber
 from teleconsult.alerts.model import Severity
 from teleconsult.alerts.rules import EngineConfig
 from teleconsult.alerts.service import EngineService, EngineThread
+from teleconsult.alerts.trace import DeliveryTrace
 from teleconsult.api.app import Extension
 from teleconsult.api.deps import (
     DbPool,
@@ -80,6 +82,9 @@ class AlertsExt(BaseModel):
     """Added to a metric's expected interval before "no data" is raised."""
     gateway_status: bool = True
     """Subscribe to the gateways' status topics on ``mqtt_url`` (leader only)."""
+    trace_file: Path | None = None
+    """Append per-event delivery timings of this node's hub to this file (:mod:`teleconsult.alerts.trace`; for
+    ``tbib bench alerts``). Off by default."""
 
 
 def ext_settings(settings: Settings) -> AlertsExt:
@@ -105,7 +110,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Start the hub (every node) and the engine service (leader election), stop them on exit."""
     settings: Settings = app.state.settings
     ext = ext_settings(settings)
-    hub = Hub(settings.database_url)
+    hub = Hub(settings.database_url, trace=None if ext.trace_file is None else DeliveryTrace(ext.trace_file))
     app.state.alert_hub = hub
     app.state.alerts_ext = ext
     tasks = [asyncio.create_task(hub.run(), name="alert-hub")]
@@ -231,6 +236,7 @@ async def alerts_socket(websocket: WebSocket) -> None:
                 return False  # already replayed
             await websocket.send_text(frame[TEXT])
             last = int(frame["id"])
+            hub.sent(last)
             return True
 
         async def refresh() -> None:
