@@ -22,8 +22,12 @@ def consent_and_body(ctx: Any) -> dict[str, str]:
 
 
 def consultation_id(ctx: Any) -> str:
-    """A consultation of the patient led by the seeded doctor."""
+    """A consultation of the patient led by the seeded doctor (the patient consents: join tokens need it)."""
     with psycopg.connect(ctx.seeded.dsn, autocommit=True) as conn:
+        conn.execute(
+            "insert into consents (patient_id, purpose, granted) values (%s, 'teleconsultation', true)",
+            (ctx.patient_id,),
+        )
         row = conn.execute(
             "insert into consultations (patient_id, doctor_id) values (%s, %s) returning id",
             (ctx.patient_id, ctx.seeded.users[CONSULT_DOCTOR]),
