@@ -62,6 +62,10 @@ def run(args: argparse.Namespace) -> int:
         proxy_headers=True,
         forwarded_allow_ips=settings.forwarded_allow_ips,
         server_header=False,
+        # No permessage-deflate: every socket would compress every frame on its own (the frames of one alert are
+        # the same bytes for all its sockets, encoded once); deflate was ~45 % of the CPU of a send in the alert
+        # fan-out (docs/benchmarks/alerts.md). Frames are small JSON.
+        ws_per_message_deflate=False,
         log_level="info" if logging.getLogger().level <= logging.INFO else "warning",
     )
     freeze_heap()

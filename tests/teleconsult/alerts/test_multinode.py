@@ -113,7 +113,9 @@ async def test_alert_from_leader_a_reaches_socket_on_b_then_failover(
     leader_before = wait_leader(cluster_dsn)
     token = login(url_b, "mn-doctor")
     ws_b = url_b.replace("http", "ws", 1)
-    async with connect(f"{ws_b}/ws/v1/alerts?token={token}") as ws:
+    async with connect(f"{ws_b}/ws/v1/alerts?token={token}") as ws:  # the client offers permessage-deflate
+        assert ws.response is not None
+        assert "Sec-WebSocket-Extensions" not in ws.response.headers  # tbib server declines it (cli/server.py)
         assert (await recv_json(ws))["type"] == "hello"
         await ingest(cluster_dsn, [(seeded.p1, "systolic_bp", 232.0, "mm[Hg]", datetime.now(UTC))])
         frames = await recv_alerts(ws, 2)
