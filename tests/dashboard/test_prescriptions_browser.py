@@ -117,6 +117,8 @@ def update_docs(request: pytest.FixtureRequest) -> bool:
 
 async def shot(target: Any, name: str, update_docs: bool) -> bytes:
     """A screenshot of a page (its viewport) or of one element (a locator) into test-artifacts, and docs if asked."""
+    page = getattr(target, "page", target)  # a locator knows its page
+    await page.evaluate("document.activeElement && document.activeElement.blur()")  # no focus ring in the picture
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
     png: bytes = await target.screenshot(path=str(path))
@@ -207,8 +209,8 @@ async def test_screenshots_prescription_journey(rx: RxCast, browser: Any, update
     await page.fill(f"{line2} .rx-repeats", "1")
     await page.fill(f"{line2} .rx-instructions", "Pendant les repas.")
     await page.wait_for_timeout(800)  # the last live check
-    await page.evaluate("document.activeElement && document.activeElement.blur()")
-    await shot(page.locator(form), "prescription-form", update_docs)
+    await page.locator(form).evaluate("el => window.scrollTo(0, el.getBoundingClientRect().top + window.scrollY - 52)")
+    await shot(page, "prescription-form", update_docs)
     await page.get_by_role("button", name="Émettre et signer l’ordonnance").click()
     prescription_id = await wait_for(
         page, f"document.querySelector('{form} .rx-editor').dataset.prescriptionId || null"
@@ -287,7 +289,6 @@ async def test_screenshots_prescription_journey(rx: RxCast, browser: Any, update
     assert await entry.locator(".rx-dispense").count() == 2
     assert "L2411A" in (await entry.text_content() or "")
     assert "générique délivré" in (await entry.text_content() or "")
-    await page.evaluate("document.activeElement && document.activeElement.blur()")
     await shot(entry, "patient-page-prescriptions", update_docs)
     # The patient's own space: "partiellement délivrée", what is left, and the QR on demand.
     patient_ctx = await browser.new_context(viewport={"width": 1000, "height": 900}, locale="fr-FR", bypass_csp=True)
@@ -324,7 +325,7 @@ async def test_screenshots_prescription_journey(rx: RxCast, browser: Any, update
 
     # In English: the pharmacy page and the status.
     await ph.select_option("#lang", "en")
-    await ph.wait_for_function("document.querySelector('main h1').textContent === 'Dispensing a prescription'")
+    await ph.wait_for_function("document.querySelector('main h1')?.textContent === 'Dispensing a prescription'")
     await ph.get_by_label("Prescription QR code").fill(qr_text)
     await ph.keyboard.press("Enter")
     await ph.wait_for_selector(".rx-pharmacy-rx .rx-cancelled")
@@ -335,7 +336,9 @@ async def test_screenshots_prescription_journey(rx: RxCast, browser: Any, update
         await ctx.close()
 
 
-async def test_tampered_prescription_shows_red_and_cannot_be_dispensed(rx: RxCast, browser: Any) -> None:
+async def test_screenshots_tampered_prescription_is_red_and_not_dispensed(
+    rx: RxCast, browser: Any, update_docs: bool
+) -> None:
     """A stored line changed after signing: the pharmacy page opened from the QR's URL shows the red cross, offers no
     dispense, and the code leaves the address bar once read."""
     token = await asyncio.to_thread(login, rx.url, rx.username("doctor"))
@@ -366,6 +369,6 @@ async def test_tampered_prescription_shows_red_and_cannot_be_dispensed(rx: RxCas
     assert await page.locator(".rx-dispense-btn").count() == 0
     assert await page.locator(".rx-dqty").count() == 0
     assert code not in page.url
-    await shot(page, "pharmacy-tampered", False)
+    await shot(page, "pharmacy-tampered", update_docs)
     assert errors == []
     await context.close()
