@@ -21,6 +21,7 @@ BENCHMARKS: Final[dict[str, tuple[str, str]]] = {
     "fanout": ("teleconsult.bench.fanout", "websocket fan-out: 1 000 dashboard sockets on one node, delivery latency"),
     "fhir": ("teleconsult.bench.fhir", "FHIR R4: search p95 over millions of rows, $everything paging, import obs/s"),
     "history": ("teleconsult.bench.history", "chart history 7/30/90 d -> 1 000 points from rollups, vs raw scan"),
+    "broker": ("teleconsult.bench.broker", "RabbitMQ / NATS 3-node clusters, kill -9 a node: lost/dup, failover"),
     "prescriptions": ("teleconsult.bench.prescriptions", "e-prescriptions: concurrent dispenses, never over, tamper"),
 }
 
