@@ -15,11 +15,23 @@ SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "services.sh"
 def add_parser(sub: Any) -> None:
     """Register `tbib services`."""
     parser = sub.add_parser("services", help="start/stop the project's own TimescaleDB, Mosquitto and coturn for tests")
-    parser.add_argument("action", choices=["up", "down", "status", "env"], help="what to do")
+    parser.add_argument("action", choices=["up", "down", "status", "env", "cluster"], help="what to do")
+    parser.add_argument(
+        "cluster_args",
+        nargs="*",
+        metavar="ARG",
+        help="after 'cluster': up|down|status [all|rabbitmq|nats] (3-node broker clusters, docs/scale-out.md)",
+    )
     parser.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     if not SCRIPT.exists():
         raise CliError(f"{SCRIPT} not found: 'tbib services' works from a source checkout only")
-    return subprocess.run([str(SCRIPT), args.action], check=False).returncode  # noqa: S603
+    extra: list[str] = list(args.cluster_args)
+    if args.action == "cluster":
+        if not extra or extra[0] not in ("up", "down", "status") or len(extra) > 2:
+            raise CliError("usage: tbib services cluster up|down|status [all|rabbitmq|nats]")
+    elif extra:
+        raise CliError(f"'tbib services {args.action}' takes no further arguments")
+    return subprocess.run([str(SCRIPT), args.action, *extra], check=False).returncode  # noqa: S603
