@@ -372,3 +372,45 @@ async def test_screenshots_tampered_prescription_is_red_and_not_dispensed(
     await shot(page, "pharmacy-tampered", update_docs)
     assert errors == []
     await context.close()
+
+
+async def test_a_change_is_a_new_version(rx: RxCast, browser: Any) -> None:
+    """The prescriber changes an issued, not yet dispensed prescription: the editor starts from its lines, issuing makes
+    version 2 and the first one is shown cancelled as replaced."""
+    token = await asyncio.to_thread(login, rx.url, rx.username("doctor"))
+    line = {
+        "formulary_id": "metformine-500mg-comprime", "dose": 1, "dose_unit": "comprimé", "times_per_day": 2,
+        "duration_days": 30, "quantity": 2, "quantity_unit": "boîte", "repeats": 0, "instructions": "Au repas.",
+    }  # fmt: skip
+    r = await asyncio.to_thread(
+        httpx.post,
+        f"{rx.url}/api/v1/patients/{rx.patient_id}/prescriptions",
+        json={"lines": [line]},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert r.status_code == 201, r.text
+    first = r.json()["id"]
+    context = await browser.new_context(viewport={"width": 1360, "height": 1000}, locale="fr-FR", bypass_csp=True)
+    page = await context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    await _login(page, rx, "doctor", "table.patients tbody tr")
+    await page.goto(f"{rx.url}/#/patient/{rx.patient_id}")
+    item = page.locator(f".rx-section .rx-item[data-prescription-id='{first}']")
+    await item.get_by_role("button", name="Modifier (nouvelle version)").click()
+    editor = page.locator(".rx-section .rx-editor")
+    await editor.locator(".rx-revising").wait_for()
+    assert await editor.locator(".rx-line").count() == 1
+    assert await editor.locator(".rx-line .rx-instructions").input_value() == "Au repas."
+    await editor.locator(".rx-line .rx-per-day").fill("3")
+    await editor.get_by_role("button", name="Émettre et signer la nouvelle version").click()
+    second = await wait_for(page, "document.querySelector('.rx-section .rx-editor').dataset.prescriptionId || null")
+    assert second != first
+    await page.wait_for_selector(f".rx-section .rx-item[data-prescription-id='{first}'][data-status='cancelled']")
+    assert "Remplacée" in (await item.text_content() or "")
+    new_item = page.locator(f".rx-section .rx-item[data-prescription-id='{second}']")
+    assert await new_item.get_attribute("data-status") == "issued"
+    assert "version 2" in (await new_item.text_content() or "")
+    assert "3 fois par jour" in (await new_item.text_content() or "")
+    assert errors == []
+    await context.close()

@@ -134,6 +134,20 @@ class LineForm {
       this.validity, this.issues, remove);
   }
 
+  // The values of a stored line (revising a prescription).
+  fill(l) {
+    if (this.medicine) this.medicine.value = l.medicine;
+    this.dose.value = String(l.dose);
+    this.doseUnit.value = l.dose_unit;
+    this.perDay.value = String(l.times_per_day);
+    this.days.value = String(l.duration_days);
+    this.quantity.value = String(l.quantity);
+    this.quantityUnit.value = l.quantity_unit;
+    this.repeats.value = String(l.repeats || 0);
+    this.instructions.value = l.instructions || "";
+    this.substitution.checked = l.substitution_allowed !== false;
+  }
+
   setNumber(n) {
     this.no = n;
     const name = this.entry ? this.entry.label : t("rx.line.free");
@@ -185,8 +199,9 @@ export class PrescriptionEditor {
     this.error = h("p", { class: "error", role: "alert" });
     this.issueBtn = h("button", { type: "submit", class: "primary rx-issue-btn" }, t("rx.issue"));
     this.result = h("div", { class: "rx-result", role: "status" });
+    this.revisingBox = h("div", { class: "rx-revising", role: "note", hidden: true });
     this.form = h("form", { class: "rx-form", novalidate: true, onsubmit: (ev) => { ev.preventDefault(); this.issue(); } },
-      this.allergies,
+      this.revisingBox, this.allergies,
       h("div", { class: "rx-add" }, this.search.el, free),
       this.empty, this.linesBox,
       field(t("rx.validity"), this.validityDays, t("rx.validity.hint")), this.validUntil,
@@ -207,6 +222,25 @@ export class PrescriptionEditor {
     this.allergies.textContent = list.length
       ? t("rx.allergies.known", { list: list.map((a) => a.substance + (a.atc ? ` (${a.atc})` : "")).join(", ") })
       : t("rx.allergies.none");
+  }
+
+  // Start from a stored prescription: issuing then makes its new version (POST /prescriptions/{id}/revise), the old
+  // one is cancelled by the server. onDone() when the doctor gives up.
+  revise(rx, onDone) {
+    this.lines = [];
+    this._build();
+    this.loadAllergies();
+    this.revising = rx;
+    for (const l of rx.lines) {
+      const entry = l.free_text ? null : { id: l.formulary_id, label: l.medicine, form: l.dose_unit, antibiotic: l.antibiotic };
+      this.addLine(entry).fill(l);
+    }
+    this.revisingBox.hidden = false;
+    this.revisingBox.replaceChildren(t("rx.revise.note", { date: fmtDate(rx.issued_at) }), " ",
+      h("button", { type: "button", class: "rx-revise-stop", onclick: () => { this.revising = null; this.lines = []; this._build(); this.loadAllergies(); if (onDone) onDone(); } }, t("rx.revise.stop")));
+    this.issueBtn.textContent = t("rx.revise.issue");
+    this.scheduleCheck();
+    this.search.input.focus();
   }
 
   addLine(entry) {
@@ -291,7 +325,9 @@ export class PrescriptionEditor {
     clearTimeout(this._checkTimer);
     this._checkSeq = (this._checkSeq || 0) + 1; // a pending live check must not overwrite what issuing says
     try {
-      const rx = await post(`/patients/${this.patientId}/prescriptions`, this.body());
+      const url = this.revising ? `/prescriptions/${this.revising.id}/revise` : `/patients/${this.patientId}/prescriptions`;
+      const rx = await post(url, this.body());
+      this.revising = null;
       this.issued(rx);
     } catch (err) {
       const d = err.body && err.body.detail;

@@ -131,6 +131,12 @@ export class PrescriptionHistory {
     if (open && focus) this.editor.search.input.focus();
   }
 
+  revise(rx) {
+    this.toggleEditor(true, false);
+    this.editor.revise(rx, () => this.toggleEditor(false));
+    this.editorBox.scrollIntoView({ block: "start" });
+  }
+
   async load() {
     let list;
     try { list = await get(`/patients/${this.patientId}/prescriptions`); } catch (err) { this.status.textContent = errorText(err); return; }
@@ -159,6 +165,10 @@ export class PrescriptionHistory {
     } else if (rx.status !== "cancelled") parts.push(h("p", { class: "muted" }, t("rx.dispenses.none")));
     if (mine) {
       const actions = h("p", { class: "rx-actions" }, printLinks(rx.id));
+      if (rx.status === "issued" && !(rx.dispenses && rx.dispenses.length) && this.newBtn) {
+        // A change is a new version (the server cancels this one), only while nothing was dispensed.
+        actions.append(" ", h("button", { type: "button", class: "rx-revise", onclick: () => this.revise(rx) }, t("rx.revise")));
+      }
       if (rx.status === "issued" || rx.status === "partially_dispensed") {
         actions.append(" ", h("button", { type: "button", class: "danger rx-cancel", onclick: () => this.cancel(rx, actions) }, t("rx.cancel")));
       }
