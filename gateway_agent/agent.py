@@ -22,6 +22,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from paho.mqtt.enums import MQTTProtocolVersion
+
 from gateway_agent.ble import BleManager
 from gateway_agent.config import GatewaySettings
 from gateway_agent.outbox import Outbox
@@ -46,6 +48,8 @@ def broker_params(settings: GatewaySettings) -> BrokerParams:
         password=creds.password if creds else None,
         keepalive=settings.keepalive_s,
         session_expiry=settings.session_expiry_s,
+        fallbacks=settings.broker_fallbacks,
+        protocol=MQTTProtocolVersion.MQTTv311 if settings.mqtt_version == "3.1.1" else MQTTProtocolVersion.MQTTv5,
     )
 
 

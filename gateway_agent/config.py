@@ -29,7 +29,7 @@ import stat
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -123,6 +123,21 @@ class Credentials(BaseModel):
     password: str = Field(min_length=1, repr=False)
 
 
+def _check_broker_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("mqtt", "mqtts"):
+        raise ValueError("must start with mqtt:// or mqtts://")
+    if not parts.hostname:
+        raise ValueError("has no host name")
+    if parts.username or parts.password:
+        raise ValueError("must not contain credentials: put them in credentials_file")
+    try:
+        _ = parts.port
+    except ValueError as exc:
+        raise ValueError(f"has a bad port: {exc}") from None
+    return value
+
+
 class GatewaySettings(BaseSettings):
     """Every setting of the gateway process."""
 
@@ -130,6 +145,11 @@ class GatewaySettings(BaseSettings):
 
     gateway_id: str
     broker_url: str = "mqtt://127.0.0.1:1883"
+    broker_urls: tuple[str, ...] = ()
+    """More nodes of the same broker cluster (same scheme as ``broker_url``): after a failed connect or a lost link the
+    publisher tries the next one, round robin (docs/scale-out.md)."""
+    mqtt_version: Literal["5", "3.1.1"] = "5"
+    """MQTT 3.1.1 for brokers without MQTT 5 (RabbitMQ 3.10's ``rabbitmq_mqtt``, NATS 2.9)."""
     ca_file: Path | None = None
     client_cert: Path | None = None
     client_key: Path | None = None
@@ -154,21 +174,17 @@ class GatewaySettings(BaseSettings):
     @field_validator("broker_url")
     @classmethod
     def _broker_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("mqtt", "mqtts"):
-            raise ValueError("must start with mqtt:// or mqtts://")
-        if not parts.hostname:
-            raise ValueError("has no host name")
-        if parts.username or parts.password:
-            raise ValueError("must not contain credentials: put them in credentials_file")
-        try:
-            _ = parts.port
-        except ValueError as exc:
-            raise ValueError(f"has a bad port: {exc}") from None
-        return value
+        return _check_broker_url(value)
+
+    @field_validator("broker_urls")
+    @classmethod
+    def _broker_urls(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_check_broker_url(v) for v in value)
 
     @model_validator(mode="after")
     def _consistent(self) -> GatewaySettings:
+        if any(urlsplit(u).scheme != urlsplit(self.broker_url).scheme for u in self.broker_urls):
+            raise ValueError("broker_urls must use the scheme of broker_url (all mqtt:// or all mqtts://)")
         if (self.client_cert is None) != (self.client_key is None):
             raise ValueError("client_cert and client_key go together")
         if self.client_cert is not None and not self.tls:
@@ -208,6 +224,12 @@ class GatewaySettings(BaseSettings):
     def broker_port(self) -> int:
         """Port of the broker (1883 for mqtt://, 8883 for mqtts:// when absent)."""
         return urlsplit(self.broker_url).port or (8883 if self.tls else 1883)
+
+    @property
+    def broker_fallbacks(self) -> tuple[tuple[str, int], ...]:
+        """(host, port) of every ``broker_urls`` entry."""
+        default = 8883 if self.tls else 1883
+        return tuple((urlsplit(u).hostname or "", urlsplit(u).port or default) for u in self.broker_urls)
 
     def device(self, address: str) -> DeviceEntry | None:
         """The enrolled device with this address, if any."""

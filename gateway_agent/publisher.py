@@ -37,7 +37,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -105,6 +105,15 @@ class BrokerParams:
     keepalive: int = 30
     session_expiry: int = 7 * 24 * 3600
     connect_timeout: float = 10.0
+    fallbacks: tuple[tuple[str, int], ...] = ()
+    """More (host, port) nodes of the same broker cluster: after a failed connect or a lost link, the next one is
+    tried (round robin; docs/scale-out.md)."""
+    protocol: MQTTProtocolVersion = MQTTProtocolVersion.MQTTv5
+    """``mqtt.MQTTv5`` or ``mqtt.MQTTv311`` (RabbitMQ 3.10's and NATS 2.9's MQTT speak 3.1.1 only)."""
+
+    def endpoints(self) -> list[tuple[str, int]]:
+        """Every node, ``(host, port)`` first."""
+        return [(self.host, self.port), *self.fallbacks]
 
 
 @dataclass(slots=True)
@@ -173,6 +182,7 @@ class MqttPublisher:
         self._task: asyncio.Task[None] | None = None
         self._misc: asyncio.Task[None] | None = None
         self._sock: Any = None
+        self._endpoint = 0
         self._client = self._make_client()
 
     # -- public API ---------------------------------------------------------------------------------------------
@@ -227,8 +237,13 @@ class MqttPublisher:
     # -- paho client and socket plumbing -------------------------------------------------------------------------
     def _make_client(self) -> mqtt.Client:
         p = self.params
+        v5 = p.protocol == mqtt.MQTTv5
         client = _PahoClient(
-            CallbackAPIVersion.VERSION2, client_id=p.client_id, protocol=mqtt.MQTTv5, reconnect_on_failure=False
+            CallbackAPIVersion.VERSION2,
+            client_id=p.client_id,
+            protocol=p.protocol,
+            reconnect_on_failure=False,
+            clean_session=None if v5 else False,
         )
         client.max_inflight_messages_set(self.planner.window + 2)
         client.max_queued_messages_set(0)
@@ -310,7 +325,7 @@ class MqttPublisher:
         if reason.is_failure:
             err_cls = BrokerAuthError if reason.value in _AUTH_REASONS else BrokerError
             self.last_error = err_cls(
-                f"broker {self.params.host}:{self.params.port} refused the connection: {reason.getName()}",
+                "broker {}:{} refused the connection: {}".format(*self._target(), reason.getName()),
                 reason_code=reason.value,
                 reason=reason.getName(),
             )
@@ -329,7 +344,7 @@ class MqttPublisher:
         client.publish(status_topic(self.gateway_id), b"online", qos=1, retain=True)
         self._connected.set()
         self._wake.set()
-        log.info("connected to %s:%s", self.params.host, self.params.port)
+        log.info("connected to %s:%s", *self._target())
 
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: ReasonCode, _p: Properties | None) -> None:
         if self.state is LinkState.CONNECTED:
@@ -415,9 +430,9 @@ class MqttPublisher:
             except (OSError, ssl.SSLError) as exc:
                 self.stats.connect_failures += 1
                 self.state = LinkState.DISCONNECTED
-                self.last_error = BrokerError(
-                    f"cannot reach broker {self.params.host}:{self.params.port}: {exc}", reason_code=-1, reason="io"
-                )
+                host, port = self._target()
+                self.last_error = BrokerError(f"cannot reach broker {host}:{port}: {exc}", reason_code=-1, reason="io")
+                self._endpoint += 1  # the next node of the cluster, if any
                 await self._sleep_backoff()
                 continue
             pump = asyncio.create_task(self._pump())
@@ -437,6 +452,7 @@ class MqttPublisher:
             self._stop_misc()
             if self.state is LinkState.CONNECTED:
                 self.state = LinkState.DISCONNECTED
+            self._endpoint += 1
             await self._sleep_backoff()
 
     async def _connected_or_lost(self) -> None:
@@ -448,11 +464,19 @@ class MqttPublisher:
             lost.cancel()
             up.cancel()
 
+    def _target(self) -> tuple[str, int]:
+        nodes = self.params.endpoints()
+        return nodes[self._endpoint % len(nodes)]
+
     def _connect_blocking(self) -> None:
         p = self.params
+        host, port = self._target()
+        if p.protocol != mqtt.MQTTv5:  # 3.1.1: the persistent session is clean_session=False (set on the client)
+            self._client.connect(host, port, keepalive=p.keepalive)
+            return
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = p.session_expiry
-        self._client.connect(p.host, p.port, keepalive=p.keepalive, clean_start=False, properties=props)
+        self._client.connect(host, port, keepalive=p.keepalive, clean_start=False, properties=props)
 
     async def _sleep_backoff(self) -> None:
         floor = self.auth_backoff_floor if self.state is LinkState.AUTH_FAILED else 0.0

@@ -114,3 +114,24 @@ def test_credentials_file(tmp_path: Path) -> None:
     path.write_text('username = "gw-1"\n')
     with pytest.raises(ConfigError, match="password: Field required"):
         read_credentials(path)
+
+
+def test_broker_cluster_urls_and_mqtt_version(tmp_path: Path) -> None:
+    text = 'broker_urls = ["mqtts://b2.example.org", "mqtts://b3.example.org:9883"]\nmqtt_version = "3.1.1"\n' + GOOD
+    cfg = load_config(write(tmp_path, text))
+    assert cfg.broker_fallbacks == (("b2.example.org", 8883), ("b3.example.org", 9883))
+    assert cfg.mqtt_version == "3.1.1"
+    assert load_config(write(tmp_path, GOOD)).broker_fallbacks == ()
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ('broker_urls = ["mqtt://b2.example.org"]', r"broker_urls must use the scheme of broker_url"),
+        ('broker_urls = ["mqtts://u:p@b2.example.org"]', r"gateway.toml:1: broker_urls: must not contain credentials"),
+        ('mqtt_version = "4"', r"mqtt_version: Input should be '5' or '3.1.1'"),
+    ],
+)
+def test_bad_broker_cluster_settings(tmp_path: Path, line: str, expected: str) -> None:
+    with pytest.raises(ConfigError, match=expected):
+        load_config(write(tmp_path, line + "\n" + GOOD))

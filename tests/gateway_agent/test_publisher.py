@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from paho.mqtt.enums import MQTTProtocolVersion
 
 from gateway_agent.errors import BrokerAuthError
 from gateway_agent.outbox import Outbox, OutboxEntry
@@ -109,6 +110,46 @@ async def test_publishes_everything_and_empties_outbox(tmp_path: Path, mqtt_host
     assert next(p for t, p, _r in sub.messages if t.endswith("/status")) == b"online"
     await pub.stop()
     await asyncio.to_thread(sub.wait_for, lambda: any(p == b"offline" for t, p, _ in sub.messages))
+    box.close()
+
+
+async def test_fails_over_to_the_next_broker_of_the_cluster(tmp_path: Path, broker_factory, subscribe) -> None:
+    """Two broker URLs (MQTT 3.1.1, as RabbitMQ 3.10 speaks): the first broker dies, the publisher connects to the
+    next one and the readings measured meanwhile arrive there (docs/scale-out.md)."""
+    first, second = broker_factory(""), broker_factory("")
+    gw = f"gw-fo-{uuid.uuid4().hex[:8]}"
+    sub = subscribe("127.0.0.1", second.port, f"tbib/v1/gw/{gw}/readings")
+    box = Outbox(tmp_path / "o.sqlite3")
+    pub = MqttPublisher(
+        box,
+        params(
+            "127.0.0.1",
+            first.port,
+            gw,
+            keepalive=5,
+            fallbacks=(("127.0.0.1", second.port),),
+            protocol=MQTTProtocolVersion.MQTTv311,
+        ),
+        gateway_id=gw,
+        max_readings=20,
+        max_delay=0.05,
+        window=3,
+        backoff=Backoff(initial=0.2, maximum=1.0),
+        receipts=False,
+    )
+    await pub.start()
+    fill(box, 50)
+    pub.notify()
+    async with asyncio.timeout(20):
+        await pub.drain()
+    first.stop()
+    later = fill(box, 50, start=50)
+    pub.notify()
+    async with asyncio.timeout(20):
+        await pub.drain()
+    await asyncio.to_thread(sub.wait_for, lambda: {r["id"] for r in sub.readings()} >= set(later))
+    assert pub.stats.connects >= 2
+    await pub.stop()
     box.close()
 
 
