@@ -6,7 +6,6 @@
 import { PeerSession, Signaling, watchFirstFrame } from "/consult/static/call.js";
 import { get, post, put } from "./api.js";
 import { fmtDateTime, t } from "./i18n.js";
-import { PrescriptionHistory } from "./rx_history.js";
 import { VitalsPanel } from "./vitals_panel.js";
 
 export class ConsultView {
@@ -25,6 +24,7 @@ export class ConsultView {
 
   destroy() {
     if (this.panel) this.panel.destroy();
+    this.destroyed = true;
     if (this.rx) this.rx.destroy();
     if (this.session) this.session.close();
     if (this.sig) this.sig.close();
@@ -118,7 +118,9 @@ export class ConsultView {
     this._status(t("consult.opening"), "opening");
     this.consultation = await post(`/patients/${this.patientId}/consultations`, { reason: t("consult.reason") });
     this.root.dataset.consultationId = this.consultation.id;
-    this.rx = new PrescriptionHistory(this.rxBody, this.patientId, { consultationId: this.consultation.id, allergies: false, open: true });
+    import("./rx_history.js").then(({ PrescriptionHistory }) => {
+      if (!this.destroyed) this.rx = new PrescriptionHistory(this.rxBody, this.patientId, { consultationId: this.consultation.id, allergies: false, open: true });
+    }).catch((err) => { this.rxBody.textContent = t("rx.error", { detail: err.message }); });
     this.panel.setSince(Date.parse(this.consultation.created_at));
     const tok = await post(`/patients/${this.patientId}/consultations/${this.consultation.id}/join-token`, { role: "doctor" });
     try {

@@ -5,7 +5,6 @@ import uPlot from "/vendor/uplot/uPlot.esm.js";
 import { get } from "./api.js";
 import { currentLang, fmtAge, fmtDateTime, fmtDay, fmtNumber, t } from "./i18n.js";
 import { Inbox, ruleLabel } from "./inbox.js";
-import { PrescriptionHistory } from "./rx_history.js";
 
 const CHARTS = [
   { id: "hr", metrics: ["heart_rate", "pulse_rate"], thresholds: "heart_rate", digits: 0 },
@@ -264,7 +263,10 @@ export class PatientPage {
     rxSec.className = "rx-section";
     const rxBody = document.createElement("div");
     rxSec.append(Object.assign(document.createElement("h2"), { id: "p-rx", textContent: t("rx.section.patient") }), rxBody);
-    this.rx = new PrescriptionHistory(rxBody, this.id);
+    // Loaded after the page's own requests have gone (the detail, the charts): nothing here waits for it.
+    import("./rx_history.js").then(({ PrescriptionHistory }) => {
+      if (!this.destroyed) this.rx = new PrescriptionHistory(rxBody, this.id);
+    }).catch((err) => { rxBody.textContent = t("rx.error", { detail: err.message }); });
 
     this.root.append(head, this.latestBox, alertsSec, chartsSec, sumSec, devSec, rxSec);
     this._refreshHeader();
