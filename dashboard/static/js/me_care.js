@@ -153,7 +153,7 @@ export class AccessSection {
       tr.dataset.id = String(e.id);
       tr.insertCell().textContent = fmtDateTime(e.occurred_at, { dateStyle: "short", timeStyle: "short" });
       const who = e.actor_username === this.ctx.user.username ? t("me.access.you")
-        : `${e.actor_username || "—"} (${t(`me.role.${e.actor_role || "system"}`)})`;
+        : `${e.actor_display_name || e.actor_username || "—"} (${t(`me.role.${e.actor_role || "system"}`)})`;
       const cell = tr.insertCell();
       cell.dir = "auto";
       cell.textContent = who;

@@ -21,6 +21,8 @@ class AccessOut(ApiModel):
     id: int
     occurred_at: datetime
     actor_username: str | None
+    actor_display_name: str | None = None
+    """The account's display name now (e.g. "Dr Amina Benali"), when the account still exists."""
     actor_role: str | None
     action: str
     resource: str
@@ -45,11 +47,15 @@ async def access_log(
         rows = await audit_log.events_for_patient(
             conn, access.patient_id, limit=limit, before_id=before_id, exclude_actor=mine
         )
+        ids = list({r.event.actor_id for r in rows if r.event.actor_id is not None})
+        cur = await conn.execute("select id, display_name from users where id = any(%s)", (ids,))
+        names = {uid: name for uid, name in await cur.fetchall()}
     return [
         AccessOut(
             id=r.id,
             occurred_at=r.occurred_at,
             actor_username=r.event.actor_username,
+            actor_display_name=names.get(r.event.actor_id),
             actor_role=r.event.actor_role,
             action=r.event.action,
             resource=r.event.resource,

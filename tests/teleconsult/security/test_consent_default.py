@@ -230,5 +230,6 @@ async def test_patient_space_shows_consents_meaning_and_refused_readings(seeded:
         log = (await c.get(f"/api/v1/patients/{seeded.p1}/access-log?others_only=true", headers=patient)).json()
         assert log
         assert {e["actor_username"] for e in log} <= {"cd-doctor", "cd-admin", "cd-nurse", "cd-pharmacist", None}
+        assert any(e["actor_display_name"] == "cd-doctor" for e in log)  # seeded with display name = username
         everything = (await c.get(f"/api/v1/patients/{seeded.p1}/access-log", headers=patient)).json()
         assert any(e["actor_username"] == "cd-patient" for e in everything)
