@@ -19,6 +19,7 @@ from typing import Any, Final
 
 import psycopg
 
+from teleconsult.chaos.netem import Link
 from teleconsult.chaos.processes import Child, python_argv
 
 KINDS: Final = ("heart_rate", "pulse_oximeter")
@@ -32,6 +33,9 @@ class SimGateway:
     seed: int
     dir: Path
     child: Child
+    patients: list[uuid.UUID] = field(default_factory=list)
+    link: Link | None = None
+    """The emulated link the gateway runs behind, if any."""
 
     @property
     def capture_log(self) -> Path:
@@ -64,18 +68,30 @@ class Fleet:
         return child
 
     def add_gateway(
-        self, index: int, *, receipt_timeout_s: float = 5.0, fallback_after: int = 0, receipts: bool = True
+        self,
+        index: int,
+        *,
+        receipt_timeout_s: float = 5.0,
+        fallback_after: int = 0,
+        receipts: bool = True,
+        patients: int = 1,
+        link: Link | None = None,
     ) -> SimGateway:
+        """A gateway with ``patients`` simulated patients (a kit each); behind ``link`` when given (run in its
+        network namespace, the broker reached at the link's host-side address)."""
         gw = f"{self.share}-gw-{index:02d}"
         seed = 1000 + index
         d = self.dir / gw
         d.mkdir(parents=True, exist_ok=True)
-        enrol(self.dsn, gw, seed)
+        pids = enrol(self.dsn, gw, seed, patients)
+        broker = self.mqtt_url if link is None else self.mqtt_url.replace("127.0.0.1", link.host_ip)
         argv = python_argv(
-            "-m", "gateway_agent.cli", "-v", "gateway", "run", "--simulate", "1", "--sim-kinds", ",".join(KINDS),
-            "--sim-seed", str(seed), "--broker", self.mqtt_url, "--gateway-id", gw,
+            "-m", "gateway_agent.cli", "-v", "gateway", "run", "--simulate", str(patients),
+            "--sim-kinds", ",".join(KINDS), "--sim-seed", str(seed), "--broker", broker, "--gateway-id", gw,
             "--outbox", str(d / "outbox.sqlite3"), "--status-file", str(d / "status.json"),
         )  # fmt: skip
+        if link is not None:
+            argv = link.exec_argv(argv)
         env = _env(
             TBIB_GATEWAY_OUTBOX__CAPTURE_LOG=str(d / "captured.txt"),
             TBIB_GATEWAY_RECEIPTS__TIMEOUT_S=str(receipt_timeout_s),
@@ -84,7 +100,7 @@ class Fleet:
             TBIB_GATEWAY_STOP_FLUSH_S="120",
             TBIB_GATEWAY_KEEPALIVE_S="10",
         )
-        g = SimGateway(gw, seed, d, Child(gw, argv, env, d / "gateway.log"))
+        g = SimGateway(gw, seed, d, Child(gw, argv, env, d / "gateway.log"), pids, link)
         self.gateways.append(g)
         return g
 
@@ -94,25 +110,30 @@ def _env(**extra: str) -> dict[str, str]:
     return {**env, "PYTHONUNBUFFERED": "1", **extra}
 
 
-def enrol(dsn: str, gateway_id: str, seed: int) -> None:
-    """A patient, the gateway and its simulated devices (addresses from :mod:`devices.sim`, same seed as the run)."""
+def enrol(dsn: str, gateway_id: str, seed: int, patients: int = 1) -> list[uuid.UUID]:
+    """``patients`` patients, the gateway (registered to the first) and their simulated devices (addresses from
+    :mod:`devices.sim`, same seed as the gateway's simulation); the patient ids."""
     from devices.sim import SimWorld
 
-    world = SimWorld.create(1, "stable", seed=seed, kinds=KINDS, start=datetime.now(UTC))
-    pid = uuid.uuid4()
+    world = SimWorld.create(patients, "stable", seed=seed, kinds=KINDS, start=datetime.now(UTC))
+    pids = [uuid.uuid4() for _ in world.patients]
     with psycopg.connect(dsn, autocommit=True) as conn, conn.transaction():
-        conn.execute("insert into patients (id, display_name) values (%s, %s)", (pid, f"Chaos {gateway_id}"))
-        conn.execute("insert into gateways (id, patient_id) values (%s, %s)", (gateway_id, pid))
-        conn.execute(  # no decision on file is no consent: the chaos patients consent to monitoring
-            "insert into consents (patient_id, purpose, granted, note) values (%s, 'remote_monitoring', true, 'chaos')",
-            (pid,),
-        )
-        for kind, dev in world.patients[0].devices.items():
-            conn.execute(
-                "insert into devices (gateway_id, patient_id, address, model, serial, kind)"
-                " values (%s, %s, %s, %s, %s, %s)",
-                (gateway_id, pid, dev.address, dev.model, dev.serial, kind),
+        for i, pid in enumerate(pids):
+            conn.execute("insert into patients (id, display_name) values (%s, %s)", (pid, f"Chaos {gateway_id} {i}"))
+            conn.execute(  # no decision on file is no consent: the chaos patients consent to monitoring
+                "insert into consents (patient_id, purpose, granted, note) values (%s, 'remote_monitoring', true,"
+                " 'chaos')",
+                (pid,),
             )
+        conn.execute("insert into gateways (id, patient_id) values (%s, %s)", (gateway_id, pids[0]))
+        for pid, sim in zip(pids, world.patients, strict=True):
+            for kind, dev in sim.devices.items():
+                conn.execute(
+                    "insert into devices (gateway_id, patient_id, address, model, serial, kind)"
+                    " values (%s, %s, %s, %s, %s, %s)",
+                    (gateway_id, pid, dev.address, dev.model, dev.serial, kind),
+                )
+    return pids
 
 
 def captured(gateways: list[SimGateway]) -> list[str]:

@@ -117,6 +117,8 @@ class Broker:
     autosave_interval: int = 3600
     port: int = field(default_factory=free_port)
     child: Child | None = None
+    hosts: list[str] = field(default_factory=list)
+    """More addresses to listen on (same port): the host side of emulated links."""
 
     @property
     def url(self) -> str:
@@ -133,6 +135,7 @@ class Broker:
         conf.write_text(
             f"{base}\npersistence true\nautosave_interval {self.autosave_interval}\n"
             f"persistence_location {self.dir}/\nlistener {self.port} 127.0.0.1\nallow_anonymous true\n"
+            + "".join(f"listener {self.port} {host}\n" for host in self.hosts)
             + ("user root\n" if os.geteuid() == 0 else "")  # keep root: our run directory may be root-only
         )
         if self.child is None:

@@ -21,7 +21,10 @@ from typing import Any
 
 import psycopg
 
+from teleconsult.chaos.api import ApiNodes, DashboardCheck, add_doctor, check_dashboard
+from teleconsult.chaos.catchup import long_outage
 from teleconsult.chaos.fleet import Fleet, SimGateway, captured, stored, verify
+from teleconsult.chaos.netem import LinkEmulator, LinkProfile
 from teleconsult.chaos.processes import Broker, ChaosError, Child, Postgres, tail
 from teleconsult.chaos.schedule import Fault, Kind, plan
 
@@ -42,6 +45,16 @@ class ChaosConfig:
     """False: gateways in PUBACK mode (the control run: what a broker kill -9 costs without receipts)."""
     keep_dir: Path | None = None
     """Keep the run's files (logs, outboxes) here instead of a temporary directory."""
+    patients: int = 1
+    """Simulated patients per gateway (2 readings/s each)."""
+    link: LinkProfile | None = None
+    """Run each gateway behind its own emulated link with this profile (:mod:`teleconsult.chaos.netem`)."""
+    link_backend: str = "auto"
+    link_outages: bool = False
+    """Add ``link_outage`` faults (a black hole on one gateway's link) to the schedule (needs ``link``)."""
+    link_outage_s: float = 60.0
+    long_outage: int = 0
+    """After the faults, black-hole every link until this many readings are queued, then time the catch-up."""
 
 
 @dataclass
@@ -49,6 +62,8 @@ class _State:
     paused: dict[str, float] = field(default_factory=dict)
     """target -> monotonic time to resume it"""
     injected: Counter[str] = field(default_factory=Counter)
+    link_down: dict[str, float] = field(default_factory=dict)
+    """link target -> monotonic time to restore it"""
     broker_in_flight: list[int] = field(default_factory=list)
 
 
@@ -62,6 +77,7 @@ class Run:
         self.pg = Postgres()
         self.broker = Broker(base / "broker")
         self.fleet: Fleet | None = None
+        self.links: LinkEmulator | None = None
         self.state = _State()
 
     # -- set-up ----------------------------------------------------------------------------------------------------
@@ -73,12 +89,20 @@ class Run:
             with psycopg.connect(self.pg.dsn, autocommit=True) as conn:
                 conn.execute("create extension if not exists timescaledb")
         upgrade(self.pg.dsn)
+        c = self.config
+        if c.link is not None:
+            self.links = LinkEmulator(c.link, seed=c.seed, backend=c.link_backend)
+            for _ in range(c.gateways):
+                self.broker.hosts.append(self.links.add().host_ip)
         self.broker.start()
         fleet = Fleet(self.pg.dsn, self.broker.url, self.base)
-        for i in range(self.config.workers):
+        for i in range(c.workers):
             fleet.add_worker(i).start()
-        for i in range(self.config.gateways):
-            g = fleet.add_gateway(i, receipt_timeout_s=self.config.receipt_timeout_s, receipts=self.config.receipts)
+        for i in range(c.gateways):
+            g = fleet.add_gateway(
+                i, receipt_timeout_s=c.receipt_timeout_s, receipts=c.receipts, patients=c.patients,
+                link=self.links.links[i] if self.links is not None else None,
+            )  # fmt: skip
             g.child.start()
         self.fleet = fleet
         return fleet
@@ -103,7 +127,11 @@ class Run:
                 if due <= now:
                     self._signal(name, resume=True)
                     del self.state.paused[name]
-            nxt = min([until, *self.state.paused.values()])
+            for name, due in list(self.state.link_down.items()):
+                if due <= now:
+                    self._link(name, down=False)
+                    del self.state.link_down[name]
+            nxt = min([until, *self.state.paused.values(), *self.state.link_down.values()])
             if nxt <= now and until <= now:
                 return
             time.sleep(max(0.0, min(nxt - now, 0.2)))
@@ -116,11 +144,18 @@ class Run:
         if child is not None:
             child.resume() if resume else child.pause()
 
+    def _link(self, name: str, *, down: bool) -> None:
+        assert self.links is not None
+        self.links.set_outage(self.links.links[int(name.partition(":")[2])], down)
+
     def inject(self, f: Fault) -> None:
-        while f.target in self.state.paused:  # a paused target is resumed first
+        while f.target in self.state.paused or f.target in self.state.link_down:  # a paused target is resumed first
             self.service(time.monotonic() + 0.2)
         assert self.fleet is not None
-        if f.kind is Kind.PAUSE:
+        if f.kind is Kind.LINK_OUTAGE:
+            self._link(f.target, down=True)
+            self.state.link_down[f.target] = time.monotonic() + f.duration
+        elif f.kind is Kind.PAUSE:
             self._signal(f.target, resume=False)
             self.state.paused[f.target] = time.monotonic() + f.duration
         elif f.kind is Kind.POSTGRES_CRASH:
@@ -161,9 +196,7 @@ class Run:
         """Resume everything, stop each gateway cleanly (it flushes its outbox); returns the extra restarts needed."""
         fleet = self.fleet
         assert fleet is not None
-        for name in list(self.state.paused):
-            self._signal(name, resume=True)
-        self.state.paused.clear()
+        self.finish_faults()
         deadline = time.monotonic() + timeout
         _wait(lambda: all(_connected(g) for g in fleet.gateways if g.child.alive()), 60)
         restarts = 0
@@ -185,6 +218,15 @@ class Run:
             w.stop(60)
         return restarts
 
+    def finish_faults(self) -> None:
+        """Resume what is paused, restore what is black-holed."""
+        for name in list(self.state.paused):
+            self._signal(name, resume=True)
+        self.state.paused.clear()
+        for name in list(self.state.link_down):
+            self._link(name, down=False)
+        self.state.link_down.clear()
+
     def _ids(self) -> list[str]:
         assert self.fleet is not None
         return [g.gateway_id for g in self.fleet.gateways]
@@ -193,6 +235,8 @@ class Run:
         if self.fleet is not None:
             for c in [*self.fleet.workers, *(g.child for g in self.fleet.gateways)]:
                 c.kill9()
+        if self.links is not None:
+            self.links.close()
         self.broker.stop()
         self.pg.destroy()
 
@@ -238,6 +282,22 @@ def _sent_rows(g: SimGateway) -> int:
         return 0
 
 
+def check_api(fleet: Fleet, base: Path, log: Callable[[str], None]) -> DashboardCheck:
+    """Start a ``tbib server`` on the quiet database and compare what the dashboard's API shows with ``readings``."""
+    patients = [p for g in fleet.gateways for p in g.patients]
+    nodes = ApiNodes(fleet.dsn, fleet.mqtt_url, base)
+    nodes.add(engine=False)
+    try:
+        nodes.start_all()
+        token = add_doctor(fleet.dsn, nodes.secret, patients)
+        check = check_dashboard(nodes.url, token, fleet.dsn, patients)
+    finally:
+        nodes.stop()
+    log(f"dashboard API: latest = max(measured_at) for {check.latest_ok}/{check.series} series, history in order "
+        f"for {check.history_ok}/{check.series}")  # fmt: skip
+    return check
+
+
 def run(config: ChaosConfig, log: Callable[[str], None]) -> dict[str, Any]:
     """One whole run; the JSON summary."""
     t_start = time.monotonic()
@@ -255,9 +315,10 @@ def run(config: ChaosConfig, log: Callable[[str], None]) -> dict[str, Any]:
         fleet = r.setup()
         if not _wait(lambda: sum(stored(fleet.dsn, r._ids()).values()) > 0, 90):
             raise ChaosError("no reading reached the database: " + tail(fleet.workers[0].log_path, 5))
+        extra = (Kind.LINK_OUTAGE,) if config.link is not None and config.link_outages else ()
         faults = plan(
             config.faults, seed=config.seed, gateways=config.gateways, workers=config.workers,
-            interval=config.interval_s, pause=config.pause_s,
+            interval=config.interval_s, pause=config.pause_s, extra=extra, outage=config.link_outage_s,
         )  # fmt: skip
         t0 = time.monotonic()
         for i, f in enumerate(faults, 1):
@@ -266,14 +327,21 @@ def run(config: ChaosConfig, log: Callable[[str], None]) -> dict[str, Any]:
                 f"{f.duration:.1f} s")  # fmt: skip
             r.inject(f)
         fault_phase = time.monotonic() - t0
+        catch_up = None
+        if config.long_outage and r.links is not None:
+            r.service(time.monotonic())
+            r.finish_faults()
+            catch_up = long_outage(fleet, r.links, config.long_outage, log)
         log("faults done: resuming everything, stopping the gateways (they flush their outboxes)")
         restarts = r.finish()
         verdict = verify(fleet)
+        dashboard = check_api(fleet, base, log) if r.links is not None else None
         stats = Counter[str]()
         for g in fleet.gateways:
             for k in ("batches_resent", "fallbacks", "readings_rejected"):
                 stats[k] += int(_status(g).get("link", {}).get(k, 0))
         ok = not verdict.lost and verdict.duplicated == 0 and verdict.outbox_left == 0
+        ok = ok and (dashboard is None or dashboard.ok)
         summary: dict[str, Any] = {
             "ok": ok,
             "seed": config.seed,
@@ -289,6 +357,10 @@ def run(config: ChaosConfig, log: Callable[[str], None]) -> dict[str, Any]:
             "receipt_fallbacks": stats["fallbacks"],
             "readings_rejected": stats["readings_rejected"],
             "final_gateway_restarts": restarts,
+            "patients_per_gateway": config.patients,
+            "link": None if r.links is None else r.links.counters(),
+            "catch_up": catch_up,
+            "dashboard": None if dashboard is None else dashboard.to_json(),
             "alerts_missed": None,
             "alerts_duplicated": None,
             "alerts": "not measured (the alert engine is not part of this run)",

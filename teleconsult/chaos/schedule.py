@@ -8,6 +8,10 @@ Kinds:
 - ``postgres_crash``: ``pg_ctl stop -m immediate`` (no checkpoint: crash recovery), restart after ``duration``.
 - ``pause``: SIGSTOP a gateway, a worker, the broker or the whole PostgreSQL server for ``duration`` seconds (10-40 s by
   default), then SIGCONT; other faults go on meanwhile (on other targets).
+
+Only in schedules that ask for them (``extra``), so that a seed without them gives the same schedule as before:
+- ``link_outage``: a black hole on one gateway's emulated link for ``duration`` seconds (60 s by default); other
+  faults go on meanwhile.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ class Kind(enum.StrEnum):
     BROKER_KILL9 = "broker_kill9"
     POSTGRES_CRASH = "postgres_crash"
     PAUSE = "pause"
+    LINK_OUTAGE = "link_outage"
 
 
 #: Share of each kind in a schedule (the broker gets at least 5 kills when the schedule has room for them).
@@ -35,6 +40,8 @@ WEIGHTS: Final = {
     Kind.PAUSE: 0.22,
 }
 MIN_BROKER_KILLS: Final = 5
+#: Share of the optional kinds when a schedule asks for them (the others shrink in proportion).
+EXTRA_WEIGHTS: Final = {Kind.LINK_OUTAGE: 0.10}
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,12 +58,14 @@ class Fault:
     """``broker_kill9``: seconds the ingest workers are paused before the kill (readings in flight)."""
 
 
-def counts(n: int) -> dict[Kind, int]:
-    """How many faults of each kind a schedule of ``n`` holds."""
-    floor = 1 if n >= len(WEIGHTS) else 0  # every kind at least once when there is room
-    out = {k: max(floor, int(n * w)) for k, w in WEIGHTS.items()}
+def counts(n: int, extra: tuple[Kind, ...] = ()) -> dict[Kind, int]:
+    """How many faults of each kind a schedule of ``n`` holds (``extra``: optional kinds of :data:`EXTRA_WEIGHTS`)."""
+    scale = 1.0 - sum(EXTRA_WEIGHTS[k] for k in extra)
+    weights = {**{k: w * scale for k, w in WEIGHTS.items()}, **{k: EXTRA_WEIGHTS[k] for k in extra}}
+    floor = 1 if n >= len(weights) else 0  # every kind at least once when there is room
+    out = {k: max(floor, int(n * w)) for k, w in weights.items()}
     out[Kind.BROKER_KILL9] = max(out[Kind.BROKER_KILL9], min(MIN_BROKER_KILLS, n // 4 + (n > 0)))
-    kinds = list(WEIGHTS)
+    kinds = list(weights)
     i = 0
     while sum(out.values()) < n:
         out[kinds[i % len(kinds)]] += 1
@@ -76,10 +85,13 @@ def plan(
     interval: float = 6.0,
     pause: tuple[float, float] = (10.0, 40.0),
     down: tuple[float, float] = (0.3, 3.0),
+    extra: tuple[Kind, ...] = (),
+    outage: float = 60.0,
 ) -> list[Fault]:
-    """``n`` faults, one every ``interval`` seconds (jittered by up to a third), kinds shuffled by ``seed``."""
+    """``n`` faults, one every ``interval`` seconds (jittered by up to a third), kinds shuffled by ``seed``;
+    ``extra`` adds optional kinds (``outage``: seconds of each link outage)."""
     rng = random.Random(seed)  # noqa: S311 (a reproducible schedule, not crypto)
-    kinds = [k for k, c in counts(n).items() for _ in range(c)]
+    kinds = [k for k, c in counts(n, extra).items() for _ in range(c)]
     rng.shuffle(kinds)
     faults: list[Fault] = []
     t = 0.0
@@ -93,6 +105,8 @@ def plan(
             faults.append(Fault(t, kind, "broker", rng.uniform(*down), hold=rng.uniform(1.0, 2.0)))
         elif kind is Kind.POSTGRES_CRASH:
             faults.append(Fault(t, kind, "postgres", rng.uniform(*down)))
+        elif kind is Kind.LINK_OUTAGE:
+            faults.append(Fault(t, kind, f"link:{rng.randrange(gateways)}", outage))
         else:
             pool = [f"gateway:{i}" for i in range(gateways)] + [f"ingest:{i}" for i in range(workers)]
             target = rng.choice([*pool, "broker", "postgres"])
