@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make setup`: everything a fresh Debian/Ubuntu box needs to run tbib's demo and tests.
 #  - Debian packages (as root): chromium for browser tests, mosquitto, postgresql and coturn for the services script,
+#    rabbitmq-server for the broker-cluster test (tests/cluster; scripts/cluster.sh),
 #    nodejs/npm
 #  - .venv with the project and all extras, pinned by constraints.txt (repeatable CI)
 #  - the dashboard's npm packages (uPlot) into node_modules/
@@ -11,7 +12,7 @@ PYTHON="${PYTHON:-python3}"
 log() { printf 'setup: %s\n' "$*" >&2; }
 
 need=()
-for p in chromium mosquitto postgresql coturn npm; do
+for p in chromium mosquitto postgresql coturn rabbitmq-server npm; do
     case "$p" in
         npm) command -v npm >/dev/null 2>&1 || need+=(npm) ;;
         postgresql) ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql) ;;
