@@ -217,7 +217,7 @@ pid_file: "$d/pid"
 log_file: "$d/nats.log"
 jetstream { store_dir: "$d/js", max_memory_store: 64MB, max_file_store: 4GB }
 cluster { name: tbib, listen: 127.0.0.1:$(port_of "N${i}_ROUTE"), routes: [$(IFS=,; echo "${routes[*]}")] }
-mqtt { listen: 127.0.0.1:$(port_of "N${i}_MQTT") }
+mqtt { listen: 127.0.0.1:$(port_of "N${i}_MQTT"), stream_replicas: 3 }
 EOF
 }
 

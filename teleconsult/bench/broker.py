@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import multiprocessing as mp
 import os
@@ -70,7 +71,8 @@ def _mosquitto_url() -> tuple[str, int | None]:
     return url, pid
 
 
-def _jobs(urls: list[str], args: argparse.Namespace, tag: int, seconds: float, rate: float | None) -> list[PubJob]:
+def make_jobs(urls: list[str], args: argparse.Namespace, tag: int, seconds: float, rate: float | None) -> list[PubJob]:
+    """One :class:`PubJob` per publisher process; ``rate`` in batches/s per process (None: window-bound)."""
     per = args.gateways // args.publishers
     return [
         PubJob(
@@ -105,19 +107,23 @@ def _count(jobs: list[PubJob], logs: list[dict[str, Any]], got: Consumed) -> dic
     }
 
 
-def _failover_times(logs: list[dict[str, Any]], kill_at: float) -> list[float]:
-    """Per publisher: last PUBACK before the kill -> first PUBACK after it, seconds."""
-    out = []
+def _failover_times(logs: list[dict[str, Any]], kill_at: float) -> list[float | None]:
+    """Per publisher: the longest wait between two PUBACKs from the last one before the kill on (the link to a dead
+    node, the reconnect, the re-sent batches, a leader election); None when the publisher never got all its batches
+    acknowledged (it did not recover within the run and its 60 s drain)."""
+    out: list[float | None] = []
     for rec in logs:
         times = sorted(t for _b, t in rec["acks"])
         before = [t for t in times if t <= kill_at]
-        after = [t for t in times if t > kill_at]
-        if before and after:
-            out.append(round(after[0] - before[-1], 3))
+        window = ([before[-1]] if before else [kill_at]) + [t for t in times if t > kill_at]
+        if rec["unacked"] or len(window) < 2:
+            out.append(None)
+            continue
+        out.append(round(max(b - a for a, b in itertools.pairwise(window)), 3))
     return out
 
 
-async def _phase(
+async def run_phase(
     kind: BrokerKind,
     urls: list[str],
     consumer_urls: list[str],
@@ -126,6 +132,8 @@ async def _phase(
     kill: Node | None,
     kill_after: float,
 ) -> dict[str, Any]:
+    """One run of ``jobs`` through the ``kind`` broker at ``urls`` (consumers on ``consumer_urls``); with ``kill``,
+    that node is killed -9 ``kill_after`` seconds in. Returns the counts (see the module docstring)."""
     ctx = mp.get_context("fork")
     go, results = ctx.Event(), ctx.Queue()
     procs = [ctx.Process(target=publisher_process, args=(j, go, results), daemon=True) for j in jobs]
@@ -178,9 +186,9 @@ async def _phase(
         "unacked_at_end": sum(r["unacked"] for r in logs),
         "resent_batches": sum(r["resent"] for r in logs),
         "consumer_reconnects": got.reconnects,
+        "redelivered_readings": got.redelivered,
         "per_publisher": [
-            {"acked_batches": len(r["acks"]), "unacked": r["unacked"], "reconnects": len(r["reconnects"])}
-            for r in logs
+            {"acked_batches": len(r["acks"]), "unacked": r["unacked"], "reconnects": len(r["reconnects"])} for r in logs
         ],
     }
     if kill is not None:
@@ -191,7 +199,9 @@ async def _phase(
         ft = _failover_times(logs, kill_at)
         out["killed"] = kill.name
         out["failover_s_per_publisher"] = ft
-        out["failover_s_max"] = max(ft) if ft else None
+        done = [t for t in ft if t is not None]
+        out["failover_s_max"] = max(done) if len(done) == len(ft) else None
+        out["publishers_recovered"] = f"{len(done)}/{len(ft)}"
         out["publisher_reconnects"] = sum(len(r["reconnects"]) for r in logs)
     return out
 
@@ -215,17 +225,17 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
             pids = [p for n in cl if (p := n.pid()) is not None]
             kill_node = cl[0]
         res: dict[str, Any] = {}
-        res["throughput"] = await _phase(
-            kind, urls, consumer_urls, _jobs(urls, args, tag, args.seconds, None), pids, None, 0
+        res["throughput"] = await run_phase(
+            kind, urls, consumer_urls, make_jobs(urls, args, tag, args.seconds, None), pids, None, 0
         )
         if kill_node is not None and not args.no_kill:
             tag += 1
             rate = args.failover_rate / args.publishers
-            res["failover"] = await _phase(
+            res["failover"] = await run_phase(
                 kind,
                 urls,
                 consumer_urls,
-                _jobs(urls, args, tag, args.failover_seconds, rate),
+                make_jobs(urls, args, tag, args.failover_seconds, rate),
                 pids,
                 kill_node,
                 args.failover_seconds / 2,

@@ -33,10 +33,12 @@ class Consumed:
     counts: Counter[tuple[int, int]] = field(default_factory=Counter)
     """(gateway index, reading seq) -> deliveries"""
     reconnects: int = 0
+    redelivered: int = 0
+    """readings of this run in deliveries the broker marked as redeliveries"""
     bad: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def record(self, body: bytes) -> None:
+    def record(self, body: bytes, *, redelivered: bool = False) -> None:
         """Count the readings of one delivered batch (other runs' batches are ignored)."""
         try:
             readings = orjson.loads(body)["readings"]
@@ -48,6 +50,7 @@ class Consumed:
             for u in ids:
                 if u >> 64 == self.tag:
                     self.counts[((u >> 40) & 0xFFFFFF, u & _SEQ_MASK)] += 1
+                    self.redelivered += redelivered
 
 
 async def _rabbit_consumer(k: int, urls: list[str], got: Consumed, stop: asyncio.Event) -> None:
@@ -70,7 +73,7 @@ async def _rabbit_consumer(k: int, urls: list[str], got: Consumed, stop: asyncio
             queue = await ch.declare_queue(QUEUE, durable=True, arguments={"x-queue-type": "quorum"})
 
             async def on_message(msg: Any) -> None:
-                got.record(msg.body)
+                got.record(msg.body, redelivered=bool(msg.redelivered))
                 await msg.ack()
 
             await queue.consume(on_message)
@@ -117,7 +120,7 @@ async def _nats_consumer(k: int, urls: list[str], got: Consumed, stop: asyncio.E
                 await asyncio.sleep(0.2)
                 continue
             for m in msgs:
-                got.record(m.data)
+                got.record(m.data, redelivered=m.metadata.num_delivered > 1)
                 with contextlib.suppress(Exception):
                     await m.ack()
     finally:
