@@ -146,7 +146,7 @@ export class AccessSection {
     const table = el("table", { class: "me-access" });
     table.createCaption().textContent = t("me.access.caption");
     const head = table.createTHead().insertRow();
-    for (const k of ["when", "who", "what", "outcome"]) head.append(el("th", { scope: "col", text: t(`me.access.col.${k}`) }));
+    for (const k of ["when", "who", "what"]) head.append(el("th", { scope: "col", text: t(`me.access.col.${k}`) }));
     const body = table.createTBody();
     for (const e of rows) {
       const tr = body.insertRow();
@@ -157,8 +157,8 @@ export class AccessSection {
       const cell = tr.insertCell();
       cell.dir = "auto";
       cell.textContent = who;
-      tr.insertCell().textContent = plainAccess(e);
-      tr.insertCell().textContent = t(e.outcome === "allowed" ? "me.access.allowed" : "me.access.denied");
+      // a refused attempt is said in the same cell (three columns fit a phone)
+      tr.insertCell().textContent = plainAccess(e) + (e.outcome === "allowed" ? "" : ` — ${t("me.access.denied")}`);
     }
     const toggle = el("label", { class: "me-toggle" });
     const box = el("input", { type: "checkbox", id: "me-access-mine" });
