@@ -1,7 +1,7 @@
 """The bundled formulary (issue 18): prefix search for the prescription form and the pharmacy's substitution.
 
 Staff only (doctors, nurses, admins, pharmacists): a list of medicines is not patient data, but there is no reason to
-serve it to anonymous callers. Source and licence: ``GET /formulary/about`` is not needed — see docs/prescriptions.md.
+serve it to anonymous callers. Source and licence: stated in the data file and in docs/prescriptions.md.
 """
 
 from __future__ import annotations
