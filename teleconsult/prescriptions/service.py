@@ -176,7 +176,25 @@ async def dispense(
     stored = await store.get(conn, prescription_id, lock=True)
     if stored is None:
         raise NotFoundError("prescription", prescription_id)
-    rx = stored.rx
+    return await dispense_locked(
+        conn, keys, formulary, stored.rx, requests=requests, pharmacy=pharmacy, pharmacist_id=pharmacist_id, now=now,
+        expected_revision=expected_revision,
+    )  # fmt: skip
+
+
+async def dispense_locked(
+    conn: store.Conn,
+    keys: Keys,
+    formulary: Formulary,
+    rx: Prescription,
+    *,
+    requests: Sequence[rules.DispenseRequest],
+    pharmacy: Pharmacy,
+    pharmacist_id: uuid.UUID,
+    now: datetime,
+    expected_revision: int | None = None,
+) -> tuple[Dispense, Prescription]:
+    """:func:`dispense` for a prescription read with ``store.get(..., lock=True)`` in the caller's transaction."""
     if not verify(rx, keys.signer):
         raise PrescriptionConflictError(
             "signature_invalid", "Signature invalide : ordonnance altérée, ne pas délivrer. Contactez le prescripteur."

@@ -19,7 +19,7 @@ from pydantic import Field, model_validator
 from teleconsult.api.deps import CurrentUser, DbPool, Pool, audit, client_addr, route_template
 from teleconsult.api.routes._rx import keys, rx_errors
 from teleconsult.api.schemas import ApiModel, SafeText
-from teleconsult.errors import AuthorizationError, NotFoundError
+from teleconsult.errors import AuthorizationError
 from teleconsult.prescriptions import codes, rules, service, store
 from teleconsult.prescriptions.formulary import load as load_formulary
 from teleconsult.prescriptions.model import Pharmacy
@@ -53,29 +53,40 @@ async def current_pharmacy(user: CurrentUser, pool: Pool) -> tuple[User, Pharmac
 CurrentPharmacy = Annotated[tuple[User, Pharmacy], Depends(current_pharmacy)]
 
 
+async def _rate_limit(conn: store.Conn, user: User, now: datetime) -> None:
+    """429 once the account made :data:`FAILURE_LIMIT` wrong codes within :data:`FAILURE_WINDOW`."""
+    failures, oldest = await store.code_failures(conn, user.id, now - FAILURE_WINDOW)
+    if failures >= FAILURE_LIMIT:
+        retry = int(((oldest or now) + FAILURE_WINDOW - now).total_seconds()) + 1
+        raise HTTPException(
+            429, f"too many wrong access codes; retry in {retry} s", headers={"Retry-After": str(retry)}
+        )
+
+
+async def _refuse(request: Request, pool: DbPool, user: User, pharmacy: Pharmacy, prescription_id: uuid.UUID) -> None:
+    """Audit a wrong code or unknown id (no patient named) and answer 404 (the failure is already counted)."""
+    await audit(
+        pool, user, action=audit_log.READ, resource=route_template(request), outcome=audit_log.DENIED,
+        client_addr=client_addr(request),
+        detail={"prescription_id": str(prescription_id), "reason": "unknown id or wrong access code",
+                "pharmacy_id": str(pharmacy.id)},
+    )  # fmt: skip
+    raise HTTPException(404, NOT_FOUND)
+
+
 async def _find(
     request: Request, pool: DbPool, user: User, pharmacy: Pharmacy, prescription_id: uuid.UUID, code: str
 ) -> store.Stored:
     """The prescription if the code is right; otherwise count, audit and answer 404 (429 past the limit)."""
     now = _now()
     async with pool.connection() as conn:
-        failures, oldest = await store.code_failures(conn, user.id, now - FAILURE_WINDOW)
-        if failures >= FAILURE_LIMIT:
-            retry = int(((oldest or now) + FAILURE_WINDOW - now).total_seconds()) + 1
-            raise HTTPException(
-                429, f"too many wrong access codes; retry in {retry} s", headers={"Retry-After": str(retry)}
-            )
+        await _rate_limit(conn, user, now)
         stored = await service.find_by_code(conn, keys(request), prescription_id, code)
         if stored is None:
             await store.add_code_failure(conn, user.id, client_addr(request), now)
     if stored is None:
-        await audit(
-            pool, user, action=audit_log.READ, resource=route_template(request), outcome=audit_log.DENIED,
-            client_addr=client_addr(request),
-            detail={"prescription_id": str(prescription_id), "reason": "unknown id or wrong access code",
-                    "pharmacy_id": str(pharmacy.id)},
-        )  # fmt: skip
-        raise HTTPException(404, NOT_FOUND)
+        await _refuse(request, pool, user, pharmacy, prescription_id)
+    assert stored is not None
     return stored
 
 
@@ -154,36 +165,49 @@ async def dispense(
 ) -> dict[str, Any]:
     """One fill at most per line; 409 when cancelled, expired, already dispensed, over the remaining, or stale."""
     user, pharmacy = current
-    stored = await _find(request, pool, user, pharmacy, prescription_id, body.access_code)
     requests = [
         rules.DispenseRequest(ln.line_no, ln.quantity, ln.batch, ln.substitute_formulary_id) for ln in body.lines
     ]
     now = _now()
     detail: dict[str, Any] = {"prescription_id": str(prescription_id), "pharmacy_id": str(pharmacy.id)}
+    k = keys(request)
+    stored: store.Stored | None = None
+    code = codes.normalize(body.access_code)
     try:
         with rx_errors():
-            async with pool.connection() as conn, conn.transaction():
-                d, rx = await service.dispense(
-                    conn, keys(request), load_formulary(), prescription_id=prescription_id, requests=requests,
-                    pharmacy=pharmacy, pharmacist_id=user.id, now=now, expected_revision=body.expected_revision,
-                )  # fmt: skip
+            async with pool.connection() as conn:
+                await _rate_limit(conn, user, now)
+                async with conn.transaction():
+                    # one transaction: the row lock, the code check, the rules and the write
+                    stored = await store.get(conn, prescription_id, lock=True)
+                    if stored is not None and (
+                        code is None or not codes.matches(k.secret, prescription_id, code, stored.code_digest)
+                    ):
+                        stored = None
+                    if stored is not None:
+                        d, rx = await service.dispense_locked(
+                            conn, k, load_formulary(), stored.rx, requests=requests, pharmacy=pharmacy,
+                            pharmacist_id=user.id, now=now, expected_revision=body.expected_revision,
+                        )  # fmt: skip
+                        ds = await store.dispenses(conn, prescription_ids=[rx.id])
+                if stored is None:
+                    await store.add_code_failure(conn, user.id, client_addr(request), now)
     except HTTPException as exc:
-        code = exc.detail.get("code") if isinstance(exc.detail, dict) else None
-        await audit(
-            pool, user, action=DISPENSE, resource=route_template(request), outcome=audit_log.DENIED,
-            patient_id=stored.rx.patient.id, client_addr=client_addr(request), detail=detail | {"refused": code},
-        )  # fmt: skip
+        if stored is not None:
+            refused = exc.detail.get("code") if isinstance(exc.detail, dict) else None
+            await audit(
+                pool, user, action=DISPENSE, resource=route_template(request), outcome=audit_log.DENIED,
+                patient_id=stored.rx.patient.id, client_addr=client_addr(request), detail=detail | {"refused": refused},
+            )  # fmt: skip
         raise
-    except NotFoundError:
-        raise HTTPException(404, NOT_FOUND) from None
+    if stored is None:
+        await _refuse(request, pool, user, pharmacy, prescription_id)
     await audit(
         pool, user, action=DISPENSE, resource=route_template(request), outcome=audit_log.ALLOWED,
         patient_id=rx.patient.id, client_addr=client_addr(request),
         detail=detail | {"dispense_id": str(d.id), "lines": [[a.line_no, a.quantity] for a in d.lines]},
     )  # fmt: skip
-    async with pool.connection() as conn:
-        ds = await store.dispenses(conn, prescription_ids=[rx.id])
     return {
         "dispense": dispense_json(d, rx),
-        "prescription": prescription_json(rx, now=now, signer=keys(request).signer, dispenses=ds, pharmacy=True),
+        "prescription": prescription_json(rx, now=now, signer=k.signer, dispenses=ds, pharmacy=True),
     }

@@ -92,6 +92,9 @@ def test_pharmacy_lookup_partial_dispense_and_patient_view(rx_env: RxEnv) -> Non
     unknown = _lookup(rx_env, "00000000-0000-4000-8000-000000000000", code)
     assert wrong.status_code == unknown.status_code == 404
     assert wrong.json() == unknown.json()
+    r = _dispense(rx_env, rx["id"], "0000-0000-0000-0000", [{"line_no": 1, "quantity": 1}])
+    assert (r.status_code, r.json()) == (404, wrong.json())  # a wrong code dispenses nothing and says nothing
+    assert rx_env.sql("select dispensed from prescription_lines where prescription_id = %s", (rx["id"],)) == [(0,)]
     seen = _lookup(rx_env, rx["id"], code.lower().replace("-", " "))
     assert seen.status_code == 200, seen.text
     view = seen.json()
