@@ -24,7 +24,7 @@ import pytest
 
 from teleconsult.api.app import create_app
 from teleconsult.store.migrate import upgrade
-from tests.dashboard.test_browser import ARTIFACTS, DOCS_SHOTS, wait_for
+from tests.dashboard.test_browser import ARTIFACTS, DOCS_SHOTS, REPO, wait_for
 from tests.teleconsult.api.helpers import PASSWORD, LiveServer, login, make_settings, password_hash
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -136,6 +136,21 @@ async def _login(page: Any, cast: RxCast, who: str, ready: str) -> None:
     await page.wait_for_selector(ready)
 
 
+async def _axe(page: Any, selector: str) -> None:
+    """axe-core on one region of the page: no serious or critical violation."""
+    axe = REPO / "node_modules" / "axe-core" / "axe.min.js"
+    assert axe.is_file(), "axe-core is missing: `make setup` (npm install) puts it in node_modules/"
+    if not await page.evaluate("typeof axe !== 'undefined'"):
+        await page.add_script_tag(path=str(axe))
+    found = await page.evaluate(
+        """async (sel) => (await axe.run(document.querySelector(sel), { resultTypes: ['violations'] })).violations
+            .map((v) => ({ id: v.id, impact: v.impact, nodes: v.nodes.map((n) => n.target.join(' ')).slice(0, 3) }))""",
+        selector,
+    )
+    serious = [v for v in found if v["impact"] in ("serious", "critical")]
+    assert serious == [], (selector, serious)
+
+
 def _decode_qr(png: bytes) -> list[str]:
     import zxingcpp
     from PIL import Image
@@ -211,6 +226,7 @@ async def test_screenshots_prescription_journey(rx: RxCast, browser: Any, update
     await page.wait_for_timeout(800)  # the last live check
     await page.locator(form).evaluate("el => window.scrollTo(0, el.getBoundingClientRect().top + window.scrollY - 52)")
     await shot(page, "prescription-form", update_docs)
+    await _axe(page, form)
     await page.get_by_role("button", name="Émettre et signer l’ordonnance").click()
     prescription_id = await wait_for(
         page, f"document.querySelector('{form} .rx-editor').dataset.prescriptionId || null"
@@ -260,6 +276,7 @@ async def test_screenshots_prescription_journey(rx: RxCast, browser: Any, update
     assert await ph.get_attribute("main", "data-status") == "partially_dispensed"
     assert "partiellement délivrée" in (await ph.text_content(".rx-pharmacy-rx h2") or "")
     await shot(ph, "pharmacy", update_docs)
+    await _axe(ph, "main")
 
     # Another pharmacy dispenses the last box of line 1 meanwhile; this one then tries it too: 409, said in words.
     code = qr_text.rsplit("/", 1)[1]
@@ -290,6 +307,7 @@ async def test_screenshots_prescription_journey(rx: RxCast, browser: Any, update
     assert "L2411A" in (await entry.text_content() or "")
     assert "générique délivré" in (await entry.text_content() or "")
     await shot(entry, "patient-page-prescriptions", update_docs)
+    await _axe(page, ".rx-section")
     # The patient's own space: "partiellement délivrée", what is left, and the QR on demand.
     patient_ctx = await browser.new_context(viewport={"width": 1000, "height": 900}, locale="fr-FR", bypass_csp=True)
     pt = await patient_ctx.new_page()
@@ -304,6 +322,7 @@ async def test_screenshots_prescription_journey(rx: RxCast, browser: Any, update
     assert shown == code.replace("-", "").upper()
     await item.scroll_into_view_if_needed()
     await shot(pt, "patient-prescriptions", update_docs)
+    await _axe(pt, "#me-prescriptions")
 
     # The doctor cancels it, with a reason.
     await entry.get_by_role("button", name="Annuler l’ordonnance").click()

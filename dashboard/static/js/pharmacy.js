@@ -139,7 +139,7 @@ export class PharmacyView {
     const sub = h("select", { disabled: !open || !l.substitution_allowed || l.free_text, class: "rx-generic" },
       h("option", { value: "" }, t("rx.generic.none")));
     const lineId = nextId("rx-pl");
-    const el = h("li", { class: `rx-pline rx-${l.status}`, dataset: { lineNo: l.line_no, status: l.status }, role: "group", "aria-labelledby": lineId },
+    const el = h("li", { class: `rx-pline rx-${l.status}`, dataset: { lineNo: l.line_no, status: l.status } }, h("div", { role: "group", "aria-labelledby": lineId },
       h("p", { id: lineId, class: "rx-pline-title" }, h("strong", {}, l.medicine), " ", statusPill(l.status),
         l.free_text ? h("span", { class: "pill rx-free" }, t("rx.free_text")) : ""),
       h("p", {}, t("rx.posology", { dose: fmtNumber(l.dose, Number.isInteger(l.dose) ? 0 : 1), unit: l.dose_unit, n: l.times_per_day, days: l.duration_days }),
@@ -149,7 +149,7 @@ export class PharmacyView {
       l.repeats ? ` ${t("rx.repeats_left", { n: l.repeats_left })}` : "",
       l.substitution_allowed ? "" : h("strong", {}, ` ${t("rx.generic.refused")}`)),
       open ? h("div", { class: "rx-row" }, field(t("rx.pharmacy.qty", { unit: l.quantity_unit }), qty), field(t("rx.batch"), batch),
-        field(t("rx.generic"), sub)) : "");
+        field(t("rx.generic"), sub)) : ""));
     const row = { el, line: l, qty, batch, sub };
     if (open && l.substitution_allowed && !l.free_text && l.inn) {
       row.loadGenerics = async () => {
