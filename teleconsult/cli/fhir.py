@@ -2,7 +2,9 @@
 
 - ``tbib fhir export PATIENT_ID [--since 2026-11-01] [--until ...] > bundle.json``: a ``collection`` Bundle with the
   Patient, the gateway and devices (Device), open alerts (Flag) and every Observation measured in the window, oldest
-  first, streamed page by page (constant memory). Audited (action ``export``).
+  first, streamed page by page (constant memory). Audited (action ``export``). The file leaves tbib: it needs the
+  patient's ``data_sharing`` consent (no decision on file is no consent; a refusal is audited as denied), unless
+  ``--for-patient`` says it is handed to the patient themself (their right of access, law 09-08).
 - ``tbib fhir import bundle.json``: a ``transaction``, ``batch`` or ``collection`` Bundle (an export imports back as
   a no-op). Observations go in chunks of ``--chunk`` entries (default 500), each chunk one transaction through the same
   code as ``POST /fhir/r4`` (the Device entries ride along with every chunk); ``--batch`` accepts the valid entries of a
@@ -46,6 +48,11 @@ def add_parser(sub: Any) -> None:
     e.add_argument("--until", help="last measurement day/time (inclusive)")
     e.add_argument("-o", "--output", type=Path, help="file to write (default: stdout)")
     e.add_argument("--base-url", default=DEFAULT_BASE, help="fullUrl base of the entries (default %(default)s)")
+    e.add_argument(
+        "--for-patient",
+        action="store_true",
+        help="the file is for the patient themself (right of access): no data_sharing consent needed",
+    )
     add_db_arguments(e)
     e.set_defaults(func=run_export)
     i = cmds.add_parser("import", help="import a transaction/batch/collection Bundle file")
@@ -68,13 +75,19 @@ def _actor() -> str:
 
 
 async def export(
-    dsn: str, patient_id: uuid.UUID, out: IO[str], *, since: str | None, until: str | None, base: str
+    dsn: str,
+    patient_id: uuid.UUID,
+    out: IO[str],
+    *,
+    since: str | None,
+    until: str | None,
+    base: str,
+    for_patient: bool = False,
 ) -> int:
     """Stream the collection Bundle to ``out``; returns the number of Observations written."""
     import orjson
     from psycopg import AsyncConnection
 
-    from teleconsult.api.deps import audit
     from teleconsult.fhir import search
     from teleconsult.fhir import store as fstore
     from teleconsult.fhir.observation import fhir_instant, observation
@@ -86,6 +99,8 @@ async def export(
         patient_resource,
     )
     from teleconsult.security import audit as audit_log
+    from teleconsult.security.consent import has_consent
+    from teleconsult.security.models import ConsentPurpose
 
     now = datetime.now(UTC)
     params = [("start", since)] if since else []
@@ -96,6 +111,12 @@ async def export(
         record = await fstore.get_patient(conn, patient_id)
         if record is None:
             raise CliError(f"patient {patient_id} not found")
+        if not for_patient and not await has_consent(conn, patient_id, ConsentPurpose.DATA_SHARING):
+            await _audit_export(dsn, patient_id, audit_log.DENIED, {"reason": "no data_sharing consent"})
+            raise CliError(
+                f"patient {patient_id} has no data_sharing consent in force: not exported"
+                " (--for-patient when the file is handed to the patient themself)"
+            )
         devices, gateways = await fstore.patient_devices(conn, patient_id)
         head = [patient_resource(record)]
         head += [gateway_resource(g) for g in gateways if gateway_device_id(g.id)]
@@ -130,7 +151,15 @@ async def export(
             keys = [(r.measured_at, r.reading_id) for r in page.anchors]
             q = replace(q, cursor=search.next_cursor(q, keys, None))
         out.write("]}\n")
+    basis = "patient_request" if for_patient else "data_sharing"
+    await _audit_export(dsn, patient_id, audit_log.ALLOWED, {"observations": count, "basis": basis})
+    return count
+
+
+async def _audit_export(dsn: str, patient_id: uuid.UUID, outcome: str, detail: dict[str, Any]) -> None:
     from psycopg_pool import AsyncConnectionPool
+
+    from teleconsult.api.deps import audit
 
     async with AsyncConnectionPool(dsn, min_size=1, max_size=1, open=False) as pool:
         await audit(
@@ -138,12 +167,11 @@ async def export(
             None,
             action="export",
             resource="tbib fhir export",
-            outcome=audit_log.ALLOWED,
+            outcome=outcome,
             patient_id=patient_id,
             actor_username=_actor(),
-            detail={"observations": count},
+            detail=detail,
         )
-    return count
 
 
 def run_export(args: argparse.Namespace) -> int:
@@ -159,7 +187,15 @@ def run_export(args: argparse.Namespace) -> int:
     out: IO[str] = args.output.open("w", encoding="utf-8") if args.output else sys.stdout
     try:
         n = asyncio.run(
-            export(database_url(args), patient_id, out, since=args.since, until=args.until, base=args.base_url)
+            export(
+                database_url(args),
+                patient_id,
+                out,
+                since=args.since,
+                until=args.until,
+                base=args.base_url,
+                for_patient=args.for_patient,
+            )
         )
     except FhirError as exc:
         raise CliError(f"{exc.expression}: {exc.message}" if exc.expression else exc.message) from exc

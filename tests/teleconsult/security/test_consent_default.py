@@ -3,8 +3,10 @@ ingest enrolment map, the alert engine, FHIR reads (data_sharing) and imports, t
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -14,6 +16,7 @@ from teleconsult.alerts.engine import Engine
 from teleconsult.alerts.model import Reading
 from teleconsult.alerts.rules import EngineConfig, PatientProfile
 from teleconsult.alerts.store import profiles
+from teleconsult.cli.main import main as cli_main
 from teleconsult.ingest.payload import CONSENT_WITHDRAWN
 from teleconsult.security import consent
 from teleconsult.security.models import ConsentPurpose
@@ -233,3 +236,21 @@ async def test_patient_space_shows_consents_meaning_and_refused_readings(seeded:
         assert any(e["actor_display_name"] == "cd-doctor" for e in log)  # seeded with display name = username
         everything = (await c.get(f"/api/v1/patients/{seeded.p1}/access-log", headers=patient)).json()
         assert any(e["actor_username"] == "cd-patient" for e in everything)
+
+
+def test_fhir_file_export_needs_data_sharing_unless_it_is_for_the_patient(
+    seeded: Seeded, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "p2.json"
+    args = ["fhir", "export", str(seeded.p2), "--database-url", seeded.dsn, "-o", str(out)]
+    assert cli_main(args) != 0  # p2 never decided on data sharing
+    assert "no data_sharing consent" in capsys.readouterr().err
+    assert cli_main([*args, "--for-patient"]) == 0  # the patient's own copy (right of access)
+    assert json.loads(out.read_text())["type"] == "collection"
+    with psycopg.connect(seeded.dsn) as conn:
+        rows = conn.execute(
+            "select outcome, detail->>'reason', detail->>'basis' from audit_events"
+            " where patient_id = %s and action = 'export' order by id",
+            (seeded.p2,),
+        ).fetchall()
+    assert rows == [("denied", "no data_sharing consent", None), ("allowed", None, "patient_request")]
