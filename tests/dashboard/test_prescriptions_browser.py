@@ -341,6 +341,10 @@ async def test_screenshots_prescription_journey(rx: RxCast, browser: Any, update
     await pt.reload()
     await pt.wait_for_selector(f".rx-mine .rx-item[data-prescription-id='{prescription_id}'][data-status='cancelled']")
     assert await pt.locator(".rx-show-qr").count() == 0  # nothing left to show at a pharmacy
+    await pt.select_option("#lang", "ar")  # the patient space in Arabic: the status too
+    cancelled = f".rx-mine .rx-item[data-prescription-id='{prescription_id}'] .rx-status"
+    await pt.wait_for_function(f"document.querySelector(\"{cancelled}\")?.textContent === 'ملغاة'")
+    assert await pt.get_attribute("html", "dir") == "rtl"
 
     # In English: the pharmacy page and the status.
     await ph.select_option("#lang", "en")
