@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
-from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCIceCandidate, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcconfiguration import RTCIceTransportPolicy
 from aiortc.sdp import candidate_from_sdp
@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 
 VITALS_LABEL: Final = "vitals"
 MAX_PENDING_READINGS: Final = 100
+ANSWER_WAIT_S: Final = 1.5
+"""An offer without candidates (a trickling browser) is answered once its first candidate arrived, or after this."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +98,18 @@ class AgentStats:
     ice_route: str | None = None
     """The connected call's path (:func:`ice_route`): ``host``, ``srflx``, ``relay/udp`` or ``relay/tcp``."""
     errors: list[str] = field(default_factory=list)
+
+
+def _bundle_tag(sdp: str) -> str | None:
+    """The mid of the first m-line of the offer's BUNDLE group (its transport carries the whole call)."""
+    for line in sdp.splitlines():
+        if line.startswith("a=group:BUNDLE "):
+            mids = line.split()[1:]
+            return mids[0] if mids else None
+    for line in sdp.splitlines():
+        if line.startswith("a=mid:"):
+            return line.split(":", 1)[1].strip()
+    return None
 
 
 def _ice_ufrag(sdp: str) -> str | None:
@@ -177,6 +191,10 @@ class ConsultAgent:
         self._seq = 0
         self._ice: list[dict[str, Any]] = list(config.ice_servers or [])
         self._remote_ufrag: str | None = None
+        self._answer_to: tuple[str, RTCPeerConnection] | None = None
+        self._answering = False
+        self._bundle_mid: str | None = None
+        self._early_candidates: list[RTCIceCandidate | None] = []
         self._peer: str | None = None
         self._channel: Any = None
         self._pending: collections.deque[VitalReading] = collections.deque(maxlen=MAX_PENDING_READINGS)
@@ -316,18 +334,57 @@ class ConsultAgent:
                 # Through a fan-out: closing a peer connection stops its tracks, not the camera.
                 fanout = self._fanouts.setdefault(track.kind, FrameFanout(track))
                 pc.addTrack(fanout.subscribe())
-        await pc.setLocalDescription(await pc.createAnswer())
+        # aioice starts its checks when we answer and fails at once if it has no remote candidate by then. A check
+        # from a peer that trickles cannot always reach us before its candidate does: a relay-only peer (or a NAT in
+        # front of us) needs the TURN permission that only its candidate gives. So wait for the first one; candidates
+        # that come before the answer is set are kept and added right after it (before aiortc's bundling they would
+        # land on a transport that the answer then drops).
+        # Only a candidate of the BUNDLE's first m-line counts: a browser also trickles candidates for the others
+        # until the answer confirms the bundle, and aiortc drops those.
+        self._answer_to, self._early_candidates = (sender, pc), []
+        self._bundle_mid = _bundle_tag(sdp)
+        if "a=candidate:" in sdp or "a=end-of-candidates" in sdp:
+            await self._answer()
+        else:
+            self._spawn(self._answer_later(pc))
+
+    async def _answer_later(self, pc: RTCPeerConnection) -> None:
+        await asyncio.sleep(ANSWER_WAIT_S)
+        if self._answer_to is not None and self._answer_to[1] is pc:
+            await self._answer()
+
+    async def _answer(self) -> None:
+        if self._answer_to is None:
+            return
+        (sender, pc), self._answer_to = self._answer_to, None
+        if pc is not self.pc or pc.signalingState != "have-remote-offer" or self._ws is None:
+            return
+        self._answering = True
+        try:
+            await pc.setLocalDescription(await pc.createAnswer())
+        finally:
+            self._answering = False
+        # No await that suspends between setLocalDescription and these: aiortc's connect task has not run yet.
+        early, self._early_candidates = self._early_candidates, []
+        for cand in early:
+            await pc.addIceCandidate(cand)
         await self._send("answer", to=sender, sdp=pc.localDescription.sdp)
         self.stats.answer_sent_at = time.perf_counter()
 
     async def _on_candidate(self, init: dict[str, Any] | None) -> None:
         if self.pc is None or self.pc.remoteDescription is None:
             return
-        if init is None or not init.get("candidate"):
-            await self.pc.addIceCandidate(None)
+        cand: RTCIceCandidate | None = None
+        if init is not None and init.get("candidate"):
+            cand = candidate_from_sdp(str(init["candidate"]).removeprefix("candidate:"))
+            cand.sdpMid, cand.sdpMLineIndex = init.get("sdpMid"), init.get("sdpMLineIndex")
+        if self._answer_to is not None or self._answering:
+            self._early_candidates.append(cand)
+            first = cand is None or cand.sdpMid == self._bundle_mid
+            usable = first or (cand is not None and cand.sdpMid is None and cand.sdpMLineIndex == 0)
+            if self._answer_to is not None and usable:
+                await self._answer()
             return
-        cand = candidate_from_sdp(str(init["candidate"]).removeprefix("candidate:"))
-        cand.sdpMid, cand.sdpMLineIndex = init.get("sdpMid"), init.get("sdpMLineIndex")
         await self.pc.addIceCandidate(cand)
 
     def _new_pc(self) -> RTCPeerConnection:

@@ -106,6 +106,7 @@ export class PeerSession extends EventTarget {
   // (answerer: no offer of its own, so no glare with an aiortc or doctor offerer).
   constructor(sig, {
     peer, polite, iceServers = [], stream = null, answerStream = null, recvVideo = true, recvAudio = true, vitals = false,
+    iceTransportPolicy = "all",
   }) {
     super();
     this.sig = sig;
@@ -115,7 +116,7 @@ export class PeerSession extends EventTarget {
     this.ignoreOffer = false;
     this.closed = false;
     this.answerStream = answerStream;
-    const pc = new RTCPeerConnection({ iceServers });
+    const pc = new RTCPeerConnection({ iceServers, iceTransportPolicy });
     this.pc = pc;
     pc.onicecandidate = ({ candidate }) => {
       if (!this.closed) sig.send("candidate", { to: peer, candidate: candidate ? candidate.toJSON() : null });
@@ -193,6 +194,28 @@ export class PeerSession extends EventTarget {
     this.sig.removeEventListener("frame", this._onFrame);
     this.pc.close();
   }
+}
+
+// The path of the connected call (the selected candidate pair): {local, remote, protocol, relayProtocol}, where
+// local/remote are candidate types ("host", "srflx", "relay") and relayProtocol says how we reach our TURN server
+// ("udp", "tcp", "tls") when local is "relay". null before a pair is selected.
+export async function selectedRoute(pc) {
+  const stats = await pc.getStats();
+  for (const s of stats.values()) {
+    if (s.type !== "transport" || !s.selectedCandidatePairId) continue;
+    const pair = stats.get(s.selectedCandidatePairId);
+    const l = pair && stats.get(pair.localCandidateId);
+    const r = pair && stats.get(pair.remoteCandidateId);
+    if (l && r) return { local: l.candidateType, remote: r.candidateType, protocol: l.protocol, relayProtocol: l.relayProtocol || null };
+  }
+  return null;
+}
+
+// Only the TURN URLs of `transport` ("udp" or "tcp") in a browser-shaped iceServers list (STUN entries dropped).
+export function turnOnly(iceServers, transport) {
+  return iceServers
+    .map((s) => ({ ...s, urls: [].concat(s.urls).filter((u) => /^turns?:/.test(u) && (u.includes(`transport=${transport}`) || (transport === "tcp" && u.startsWith("turns:")))) }))
+    .filter((s) => s.urls.length);
 }
 
 // Calls `fn(elapsedMs, via)` once, when the first remote video frame is decoded.

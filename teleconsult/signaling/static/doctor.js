@@ -1,6 +1,8 @@
 // Minimal doctor page: join, admit from the lobby, call (offer + trickle), show video and the vitals channel.
-// Fragment parameters: token (required), autoadmit=1, autocall=1, media=fake|none. Exposes window.tbib for tests.
-import { PeerSession, Signaling, fragmentParams, watchFirstFrame } from "./call.js";
+// Fragment parameters: token (required), autoadmit=1, autocall=1, media=fake|none, relay=1 (TURN relay candidates
+// only), turn=udp|tcp (only that TURN URL), panel=1 (the dashboard's vitals panel, when the server serves /app/).
+// Exposes window.tbib for tests.
+import { PeerSession, Signaling, fragmentParams, selectedRoute, turnOnly, watchFirstFrame } from "./call.js";
 
 const params = fragmentParams();
 const $ = (id) => document.getElementById(id);
@@ -8,6 +10,15 @@ const state = { status: "connecting", joined: null, peers: {}, waiting: [], erro
 let sig = null;
 let session = null;
 let localStream = null;
+let panel = null;
+
+// The dashboard's vitals panel (served under /app/ by the full server or `standalone --dashboard-assets`).
+async function mountPanel() {
+  const [{ VitalsPanel }, i18n] = await Promise.all([import("/app/js/vitals_panel.js"), import("/app/js/i18n.js")]);
+  await i18n.setLang("en");
+  panel = new VitalsPanel({ patientId: "" });
+  $("panel").append(panel.root);
+}
 
 function setStatus(s) { state.status = s; $("status").textContent = s; }
 
@@ -35,12 +46,15 @@ function startCall(peer = "patient") {
   // firstVitals: the first reading *taken* after the vitals channel opened here (earlier ones were queued by the agent).
   const metrics = {
     peer, t0, firstFrameMs: null, firstFrameVia: null, connectedMs: null, vitalsOpenAt: null, firstVitals: null,
-    firstVitalsAny: null,
+    firstVitalsAny: null, route: null,
   };
   state.calls.push(metrics);
   const peerInfo = state.peers[peer] || {};
+  const turn = params.get("turn");
   session = new PeerSession(sig, {
-    peer, polite: false, iceServers: state.joined.iceServers, stream: localStream, vitals: true,
+    peer, polite: false, stream: localStream, vitals: true,
+    iceServers: turn ? turnOnly(state.joined.iceServers, turn) : state.joined.iceServers,
+    iceTransportPolicy: params.get("relay") === "1" ? "relay" : "all",
   });
   const pc = session.pc;
   session.addEventListener("track", (ev) => {
@@ -54,7 +68,13 @@ function startCall(peer = "patient") {
     });
   });
   session.addEventListener("state", (ev) => {
-    if (ev.detail === "connected" && metrics.connectedMs === null) metrics.connectedMs = performance.now() - t0;
+    if (ev.detail === "connected" && metrics.connectedMs === null) {
+      metrics.connectedMs = performance.now() - t0;
+      const route = (tries) => selectedRoute(pc).then((r) => {
+        if (r) metrics.route = r; else if (tries > 0) setTimeout(() => route(tries - 1), 50);
+      }).catch(() => {});
+      route(40);
+    }
     setStatus(`call ${ev.detail}`);
   });
   session.addEventListener("vitals", (ev) => {
@@ -64,9 +84,11 @@ function startCall(peer = "patient") {
     if (metrics.firstVitalsAny === null) metrics.firstVitalsAny = { ...entry, sinceClickMs: performance.now() - t0 };
     const takenAfterOpen = metrics.vitalsOpenAt !== null && Date.parse(msg.measured_at) >= metrics.vitalsOpenAt;
     if (metrics.firstVitals === null && takenAfterOpen) metrics.firstVitals = entry;
+    if (panel) panel.push(msg, "call");
     const li = document.createElement("li");
     li.textContent = `${msg.metric} ${msg.value} ${msg.unit} (${msg.measured_at})`;
     $("vitals").prepend(li);
+    while ($("vitals").childElementCount > 50) $("vitals").lastElementChild.remove();
   });
   session.addEventListener("vitals-open", () => { metrics.vitalsOpenAt = Date.now(); });
   session.addEventListener("renegotiate", () => {
@@ -88,6 +110,7 @@ function hangup() {
 async function main() {
   const token = params.get("token");
   if (!token) { setStatus("missing #token= in the address"); return; }
+  if (params.get("panel") === "1") await mountPanel().catch((err) => state.errors.push(`panel: ${err}`));
   if (params.get("media") !== "none") {
     try {
       localStream = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 }, audio: true });
@@ -125,5 +148,7 @@ async function main() {
   setStatus("in the room");
 }
 
-window.tbib = { state, startCall, hangup, get signaling() { return sig; }, get session() { return session; } };
+window.tbib = {
+  state, startCall, hangup, get signaling() { return sig; }, get session() { return session; }, get panel() { return panel; },
+};
 main().catch((err) => { state.errors.push(String(err)); setStatus(`error: ${err.message}`); });
