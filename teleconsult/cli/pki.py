@@ -14,6 +14,7 @@ each change both files are rewritten from the database and the broker gets SIGHU
 from __future__ import annotations
 
 import argparse
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -151,6 +152,14 @@ def _enroll(args: argparse.Namespace) -> int:
         _sync_report(conn, args)
         print(f"gateway {args.gateway_id} enrolled. MQTT username: {args.gateway_id}")
         print(f"secret (shown once; configure it on the gateway as its MQTT password): {secret}")
+        if args.patient_id is not None:
+            row = conn.execute("select tbib_has_consent(%s, 'remote_monitoring')", (args.patient_id,)).fetchone()
+            if not (row and row[0]):  # no decision on file is no consent (docs/security.md, "Consent")
+                print(
+                    "warning: this patient has no remote_monitoring consent in force: their readings will be refused"
+                    " until it is recorded (the patient's space, or POST /api/v1/patients/{id}/consents)",
+                    file=sys.stderr,
+                )
         return 0
 
     return _with_db(args, act)

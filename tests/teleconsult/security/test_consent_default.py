@@ -254,3 +254,15 @@ def test_fhir_file_export_needs_data_sharing_unless_it_is_for_the_patient(
             (seeded.p2,),
         ).fetchall()
     assert rows == [("denied", "no data_sharing consent", None), ("allowed", None, "patient_request")]
+
+
+def test_enrolling_a_gateway_warns_when_the_patient_has_not_consented(
+    seeded: Seeded, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with psycopg.connect(seeded.dsn, autocommit=True) as conn:
+        pid = _patient(conn, "Enrolled without consent")
+    db = ["--database-url", seeded.dsn]
+    assert cli_main(["pki", "enroll-gateway", "gw-cd-warn", "--patient-id", str(pid), *db]) == 0
+    assert "no remote_monitoring consent in force" in capsys.readouterr().err
+    assert cli_main(["pki", "enroll-gateway", "gw-cd-ok", "--patient-id", str(seeded.p1), *db]) == 0
+    assert "remote_monitoring" not in capsys.readouterr().err
