@@ -11,6 +11,10 @@ Measured, over ``--calls`` calls each:
 - agent CPU % (psutil, % of one core) while sending 640x480 to a receive-only doctor, and while sending and receiving;
 - with ``--pg-dsn`` (or ``$TBIB_TEST_DSN``): the aiortc doctor on node A and the agent on node B, two signaling
   processes sharing rooms through PostgreSQL LISTEN/NOTIFY;
+- over TURN (our own coturn on loopback, when the ``coturn`` package is installed): Chromium and the agent both
+  relay-only, so every packet goes through coturn, over TURN/UDP and over TURN/TCP (``first_frame_relay_*``);
+- the vitals panel (``vitals_panel_*``): reading taken in the agent -> drawn in the dashboard's vitals panel on the
+  Chromium doctor page (the animation frame that wrote it), readings taken after the channel opened;
 - baseline in the same run: bare aiortc <-> aiortc in one process, no signaling, no separate processes.
 The last stdout line is one JSON object.
 """
@@ -30,12 +34,14 @@ import sys
 import time
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Final
 
 import psutil
 from aiortc import RTCConfiguration, RTCPeerConnection, VideoStreamTrack
 
 from teleconsult.bench.call_doctor import AiortcDoctor
+from teleconsult.signaling.coturn import Coturn, coturn_binary
 from teleconsult.signaling.tokens import Role, issue_token
 
 CHROMIUM: Final = "/usr/bin/chromium"
@@ -54,6 +60,10 @@ GOALS_MS: Final = {
     "browser_first_frame_p50_ms": 300.0,
     "agent_first_frame_p50_ms": 150.0,
     "vitals_latency_p50_ms": 100.0,
+    "first_frame_p50_ms": 500.0,
+    "first_frame_relay_udp_p50_ms": 500.0,
+    "first_frame_relay_tcp_p50_ms": 500.0,
+    "vitals_panel_p95_ms": 300.0,
 }
 
 
@@ -160,29 +170,75 @@ async def agent_cpu(url: str, token: str, pid: int, seconds: float, *, doctor_se
         return float(proc.cpu_percent(None))
 
 
-async def browser_calls(base: str, token: str, calls: int) -> dict[str, list[float]]:
-    """Headless Chromium doctor page <-> agent process."""
+async def browser_calls(base: str, token: str, calls: int, extra: str = "") -> dict[str, list[Any]]:
+    """Headless Chromium doctor page (with the dashboard's vitals panel) <-> agent process; ``extra``: more fragment
+    parameters (``relay=1&turn=udp``)."""
     from playwright.async_api import async_playwright
 
-    first, vitals, vias = [], [], []
+    first, vitals, vias, routes = [], [], [], []
+    panel: list[float] = []
+    queued: list[float] = []
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         try:
             page = await browser.new_page()
-            await page.goto(f"{base}/consult/doctor#token={token}&autoadmit=1")
+            await page.goto(f"{base}/consult/doctor#token={token}&autoadmit=1&panel=1{extra}")
             await page.wait_for_function("window.tbib && window.tbib.state.peers.patient", timeout=20_000)
             for i in range(calls):
                 await page.evaluate("window.tbib.startCall('patient')")
-                h = await page.wait_for_function(f"window.tbib.state.calls[{i}].firstFrameMs", timeout=15_000)
+                h = await page.wait_for_function(f"window.tbib.state.calls[{i}].firstFrameMs", timeout=30_000)
                 first.append(float(await h.json_value()))
-                h = await page.wait_for_function(f"window.tbib.state.calls[{i}].firstVitals", timeout=15_000)
+                h = await page.wait_for_function(f"window.tbib.state.calls[{i}].firstVitals", timeout=30_000)
                 vitals.append(float((await h.json_value())["latencyMs"]))
                 vias.append(await page.evaluate(f"window.tbib.state.calls[{i}].firstFrameVia"))
+                await asyncio.sleep(0.5)  # half a second of readings drawn in the panel
+                draws = await page.evaluate(
+                    f"""() => {{
+                        const open = window.tbib.state.calls[{i}].vitalsOpenAt;
+                        const draws = window.tbib.panel ? window.tbib.panel.metrics.callDraws : [];
+                        return draws.filter(([at]) => at >= open).map(([at, drawn, sent]) => [drawn - at, sent - at]);
+                    }}"""
+                )
+                # A reading the agent kept until its side of the channel opened waited for call set-up, not on the
+                # path: counted apart (sent more than 20 ms after it was taken).
+                panel += [ms for ms, held in draws if held <= 20]
+                queued += [ms for ms, held in draws if held > 20]
+                routes.append(await page.evaluate(f"window.tbib.state.calls[{i}].route"))
                 await page.evaluate("window.tbib.hangup()")
+                await page.evaluate("window.tbib.panel && (window.tbib.panel.metrics.callDraws.length = 0)")
                 await asyncio.sleep(0.2)
         finally:
             await browser.close()
-    return {"first": first, "vitals": vitals, "via_rvfc": [float(v == "requestVideoFrameCallback") for v in vias]}
+    return {
+        "first": first,
+        "vitals": vitals,
+        "via_rvfc": [float(v == "requestVideoFrameCallback") for v in vias],
+        "panel": panel,
+        "queued": queued,
+        "routes": routes,
+    }
+
+
+async def relay_calls(
+    py: str, env: dict[str, str], key: bytes, turn_urls: list[str], secret: str, calls: int
+) -> dict[str, dict[str, list[Any]]]:
+    """Chromium and the agent, both relay-only, through coturn: over TURN/UDP and over TURN/TCP."""
+    node_env = {**env, "TBIB_SIGNALING_TURN_URLS": json.dumps(turn_urls), "TBIB_SIGNALING_TURN_SECRET": secret}
+    server_args = [py, "-m", "teleconsult.signaling.standalone", "--dashboard-assets"]
+    out: dict[str, dict[str, list[Any]]] = {}
+    async with _process(server_args, node_env, "SIGNALING ") as (_server, line):
+        base = line.split()[1]
+        for transport in ("udp", "tcp"):
+            now = datetime.now(UTC)
+            cid = f"bench-relay-{transport}"
+            agent_token = issue_token(key=key, consultation_id=cid, role=Role.AGENT, subject="gw-relay", now=now)
+            doctor_token = issue_token(key=key, consultation_id=cid, role=Role.DOCTOR, subject="dr-relay", now=now)
+            agent_args = [py, "-m", "gateway_agent.consult_cli", "consult", "join", "--token", agent_token]
+            agent_args += ["--server", base, "--no-camera", "--relay-only", "--turn-transport", transport]
+            agent_args += ["--demo-vitals", "0.05"]
+            async with _process(agent_args, env, None):
+                out[transport] = await browser_calls(base, doctor_token, calls, f"&relay=1&turn={transport}")
+    return out
 
 
 async def ping_rtt(url: str, token: str, count: int = 40) -> list[float]:
@@ -232,7 +288,7 @@ async def run(calls: int, cpu_seconds: float, with_browser: bool, pg_dsn: str | 
         return issue_token(key=key, consultation_id="bench", role=role, subject=sub, now=now)
 
     base_ms = await baseline(calls)
-    server_args = [py, "-m", "teleconsult.signaling.standalone"]
+    server_args = [py, "-m", "teleconsult.signaling.standalone", "--dashboard-assets"]
     async with _process(server_args, env, "SIGNALING ") as (_server, line):
         base = line.split()[1]
         ws = base.replace("http://", "ws://") + "/ws/v1/signaling"
@@ -246,7 +302,14 @@ async def run(calls: int, cpu_seconds: float, with_browser: bool, pg_dsn: str | 
             cpu_both = await agent_cpu(
                 ws, tok(Role.DOCTOR, "dr-bench"), agent.pid, cpu_seconds, doctor_sends_video=True
             )
-            br: dict[str, list[float]] = {"first": [], "vitals": [], "via_rvfc": []}
+            br: dict[str, list[Any]] = {
+                "first": [],
+                "vitals": [],
+                "via_rvfc": [],
+                "panel": [],
+                "queued": [],
+                "routes": [],
+            }
             if with_browser and shutil.which(CHROMIUM):
                 br = await browser_calls(base, tok(Role.DOCTOR, "dr-bench"), calls)
         ping_token = issue_token(key=key, consultation_id="bench-ping", role=Role.DOCTOR, subject="dr-3", now=now)
@@ -261,6 +324,14 @@ async def run(calls: int, cpu_seconds: float, with_browser: bool, pg_dsn: str | 
             "ping": issue_token(key=key, consultation_id="bench-ping", role=Role.DOCTOR, subject="dr-3", now=later),
         }
         two_nodes, two_nodes_rtt = await two_node_calls(py, env, pg_dsn, tokens, calls)
+    relay: dict[str, dict[str, list[Any]]] = {}
+    if with_browser and shutil.which(CHROMIUM) and coturn_binary() is not None:
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="tbib-bench-coturn-") as home, Coturn(Path(home)) as turn:
+            relay = await relay_calls(py, env, key, turn.urls, turn.secret, calls)
+    empty: dict[str, list[Any]] = {"first": [], "routes": []}
+    udp, tcp = relay.get("udp", empty), relay.get("tcp", empty)
     result: dict[str, Any] = {
         "bench": "call",
         "calls": calls,
@@ -268,6 +339,18 @@ async def run(calls: int, cpu_seconds: float, with_browser: bool, pg_dsn: str | 
         "browser_first_frame_p95_ms": _r(pct(br["first"], 95)),
         "browser_vitals_latency_p50_ms": _r(pct(br["vitals"], 50)),
         "browser_first_frame_via_rvfc": _r(100 * statistics.fmean(br["via_rvfc"])) if br["via_rvfc"] else None,
+        "first_frame_p50_ms": _r(pct(br["first"], 50)),
+        "first_frame_relay_udp_p50_ms": _r(pct(udp["first"], 50)),
+        "first_frame_relay_udp_p95_ms": _r(pct(udp["first"], 95)),
+        "first_frame_relay_tcp_p50_ms": _r(pct(tcp["first"], 50)),
+        "first_frame_relay_tcp_p95_ms": _r(pct(tcp["first"], 95)),
+        "relay_routes": sorted({_route(r) for r in udp["routes"] + tcp["routes"]}),
+        "vitals_panel_p50_ms": _r(pct(br["panel"], 50)),
+        "vitals_panel_p95_ms": _r(pct(br["panel"], 95)),
+        "vitals_panel_readings": len(br["panel"]),
+        "vitals_panel_queued_at_setup": len(br["queued"]),
+        "vitals_panel_queued_p95_ms": _r(pct(br["queued"], 95)),
+        "loadavg_1m": round(os.getloadavg()[0], 2),
         "agent_first_frame_p50_ms": _r(pct(aio["first"], 50)),
         "agent_first_frame_p95_ms": _r(pct(aio["first"], 95)),
         "agent_connected_p50_ms": _r(pct(aio["connected"], 50)),
@@ -292,6 +375,14 @@ async def run(calls: int, cpu_seconds: float, with_browser: bool, pg_dsn: str | 
                 result[name.replace("_p50_ms", "_ratio_to_baseline")] = round(result[name] / b50, 2)
     result["goals_met"] = {k: (result[k] is not None and result[k] < v) for k, v in GOALS_MS.items()}
     return result
+
+
+def _route(r: dict[str, Any] | None) -> str:
+    """The browser's selected pair, e.g. ``relay(udp)->relay``."""
+    if not r:
+        return "unknown"
+    local = f"relay({r.get('relayProtocol')})" if r.get("local") == "relay" else str(r.get("local"))
+    return f"{local}->{r.get('remote')}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

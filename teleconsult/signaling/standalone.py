@@ -19,20 +19,32 @@ from teleconsult.signaling.router import pages_router, ws_router
 from teleconsult.signaling.service import SignalingService
 
 
-def build_app(service: SignalingService) -> FastAPI:
-    """A minimal app with only the signaling routes."""
+def build_app(service: SignalingService, *, dashboard_assets: bool = False) -> FastAPI:
+    """A minimal app with only the signaling routes (and, with ``dashboard_assets``, the dashboard's static files, so
+    that ``/consult/doctor#panel=1`` can mount the vitals panel)."""
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
     app.state.signaling = service
     app.include_router(ws_router, prefix="/ws/v1")
     app.include_router(pages_router)
+    if dashboard_assets:
+        from dashboard.router import router as dashboard_router
+
+        app.include_router(dashboard_router)
     return app
 
 
 @contextlib.asynccontextmanager
-async def running(service: SignalingService, *, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
+async def running(
+    service: SignalingService, *, host: str = "127.0.0.1", port: int = 0, dashboard_assets: bool = False
+) -> AsyncIterator[str]:
     """Serve :func:`build_app` on uvicorn in the current loop; yields ``http://host:port``."""
     config = uvicorn.Config(
-        build_app(service), host=host, port=port, log_level=logging.WARNING, lifespan="off", ws="websockets-sansio"
+        build_app(service, dashboard_assets=dashboard_assets),
+        host=host,
+        port=port,
+        log_level=logging.WARNING,
+        lifespan="off",
+        ws="websockets-sansio",
     )
     server = uvicorn.Server(config)
     await service.start()
@@ -56,20 +68,25 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m teleconsult.signaling.standalone``: serve signaling only (key from ``TBIB_SIGNALING_KEY``, hex).
 
     With ``--pg-dsn`` (or ``TBIB_SIGNALING_PG_DSN``) nodes share their inputs through PostgreSQL LISTEN/NOTIFY.
+    ``TBIB_SIGNALING_TURN_URLS`` (JSON list) and ``TBIB_SIGNALING_TURN_SECRET``: TURN handed out in ``joined``.
+    ``--dashboard-assets``: also serve the dashboard's static files (the benchmark's vitals panel).
     Prints ``SIGNALING <base url>`` on stdout once listening; runs until SIGTERM/SIGINT.
     """
     import argparse
+    import json
     import os
     import signal
     import sys
 
     from teleconsult.signaling.core import SignalingConfig
     from teleconsult.signaling.pgbus import PgInputLog
+    from teleconsult.signaling.turn import IceConfig
 
     parser = argparse.ArgumentParser(prog="python -m teleconsult.signaling.standalone")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--pg-dsn", default=os.environ.get("TBIB_SIGNALING_PG_DSN"), help="share rooms across nodes")
+    parser.add_argument("--dashboard-assets", action="store_true", help="also serve /app/ (the vitals panel)")
     args = parser.parse_args(argv)
     key_hex = os.environ.get("TBIB_SIGNALING_KEY", "")
     try:
@@ -86,8 +103,10 @@ def main(argv: list[str] | None = None) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         input_log = PgInputLog(args.pg_dsn) if args.pg_dsn else None
-        service = SignalingService(SignalingConfig(token_key=key), input_log=input_log)
-        async with running(service, host=args.host, port=args.port) as base:
+        turn_urls = tuple(json.loads(os.environ.get("TBIB_SIGNALING_TURN_URLS", "[]")))
+        ice = IceConfig(turn_urls=turn_urls, turn_secret=os.environ.get("TBIB_SIGNALING_TURN_SECRET", "").encode())
+        service = SignalingService(SignalingConfig(token_key=key, ice=ice), input_log=input_log)
+        async with running(service, host=args.host, port=args.port, dashboard_assets=args.dashboard_assets) as base:
             sys.stdout.write(f"SIGNALING {base}\n")
             sys.stdout.flush()
             await stop.wait()

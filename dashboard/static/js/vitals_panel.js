@@ -106,7 +106,8 @@ export class VitalsPanel {
     this.since = since;
     this.cadence = cadence;
     this.store = new VitalsStore(windowS);
-    this.metrics = { call: 0, server: 0, ignored: 0, draws: 0, callLatencyMs: [], lastSource: null };
+    // callDraws: [measured_at, drawn at, sent_at] (ms since the epoch) of each data-channel reading (the benchmark)
+    this.metrics = { call: 0, server: 0, ignored: 0, draws: 0, callLatencyMs: [], callDraws: [], lastSource: null };
     this._pending = [];
     this._frame = 0;
     this._acking = new Set();
@@ -207,7 +208,7 @@ export class VitalsPanel {
     if (this.store.add(msg.metric, msg.value, msg.unit, msg.measured_at, source)) {
       this.metrics[source] = (this.metrics[source] || 0) + 1;
       this.metrics.lastSource = source;
-      if (source === "call") this._pending.push(Date.parse(msg.measured_at));
+      if (source === "call") this._pending.push([Date.parse(msg.measured_at), Date.parse(msg.sent_at)]);
       this.render();
     }
   }
@@ -228,8 +229,12 @@ export class VitalsPanel {
       this._frame = 0;
       this._draw();
       const drawnAt = performance.timeOrigin + performance.now();
-      for (const at of this._pending) this.metrics.callLatencyMs.push(drawnAt - at);
+      for (const [at, sent] of this._pending) {
+        this.metrics.callLatencyMs.push(drawnAt - at);
+        this.metrics.callDraws.push([at, drawnAt, sent]);
+      }
       if (this.metrics.callLatencyMs.length > 5000) this.metrics.callLatencyMs.splice(0, 1000);
+      if (this.metrics.callDraws.length > 20000) this.metrics.callDraws.splice(0, 5000);
       this._pending = [];
     });
   }

@@ -33,3 +33,11 @@ def test_bench_call_prints_one_json_line_last(capsys: pytest.CaptureFixture[str]
     assert result["agent_first_frame_p50_ms"] > 0
     assert result["vitals_latency_p50_ms"] >= 0
     assert result["agent_cpu_pct"] > 0
+    # issue 19: first frame direct and over TURN (both peers relay-only), the vitals panel on the doctor's screen
+    assert result["first_frame_p50_ms"] > 0
+    assert result["first_frame_relay_udp_p50_ms"] > 0
+    assert result["first_frame_relay_tcp_p50_ms"] > 0
+    assert result["relay_routes"] == ["relay(tcp)->relay", "relay(udp)->relay"]
+    assert result["vitals_panel_readings"] > 0
+    assert result["vitals_panel_p95_ms"] >= 0
+    assert set(result["goals_met"]) >= {"first_frame_relay_udp_p50_ms", "vitals_panel_p95_ms"}
