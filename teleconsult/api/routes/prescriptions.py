@@ -12,7 +12,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, status
+from fastapi import APIRouter, HTTPException, Query, Request, status
 from fastapi.responses import HTMLResponse, Response
 from pydantic import Field
 
@@ -138,9 +138,13 @@ async def cancel_prescription(
     request: Request, prescription_id: uuid.UUID, body: CancelIn, user: CurrentUser, pool: Pool
 ) -> dict[str, Any]:
     """What is left can no longer be dispensed; the cancellation is shown everywhere."""
-    _stored, grant = await load_authorized(request, pool, user, prescription_id)
+    stored, grant = await load_authorized(request, pool, user, prescription_id)
     _doctor(grant.user)
     now = _now()
+    if stored.rx.cancelled_at is None and rules.status(stored.rx, now) is Status.DISPENSED:
+        raise HTTPException(
+            409, {"code": "already_dispensed", "message": "Ordonnance entièrement délivrée.", "line_no": None}
+        )
     with rx_errors():
         async with pool.connection() as conn:
             await service.cancel(conn, prescription_id, by=user.id, reason=body.reason, now=now)

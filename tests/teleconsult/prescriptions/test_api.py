@@ -142,6 +142,9 @@ def test_substitution_same_inn_only(rx_env: RxEnv) -> None:
     r = _dispense(rx_env, rx["id"], rx["access_code"], [{"line_no": 1, "quantity": 1}])
     assert r.status_code == 409
     assert r.json()["detail"]["code"] == "already_dispensed"
+    r = rx_env.call("POST", f"/prescriptions/{rx['id']}/cancel", "doctor", json={"reason": "trop tard"})
+    assert r.status_code == 409
+    assert r.json()["detail"]["code"] == "already_dispensed"
 
 
 def test_two_pharmacies_at_once_exactly_one_wins(rx_env: RxEnv) -> None:
