@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any, Final
 
 from psycopg import AsyncConnection
@@ -356,7 +356,10 @@ async def code_failures(conn: Conn, user_id: uuid.UUID, since: datetime) -> tupl
 
 
 async def add_code_failure(conn: Conn, user_id: uuid.UUID, client_addr: str | None, at: datetime) -> None:
-    """Count one wrong code."""
+    """Count one wrong code (and forget this account's failures older than a day: the audit log keeps them)."""
+    await conn.execute(
+        "delete from prescription_code_failures where user_id = %s and at < %s", (user_id, at - timedelta(days=1))
+    )
     await conn.execute(
         "insert into prescription_code_failures (user_id, client_addr, at) values (%s, %s, %s)",
         (user_id, client_addr, at),
