@@ -80,9 +80,9 @@ def state_dir() -> Path:
     return cache / "services" / "cluster"
 
 
-def nodes(kind: Kind) -> list[Node]:
-    """The three nodes of the ``kind`` cluster, as ``cluster up`` wrote them."""
-    path = state_dir() / "cluster.json"
+def nodes(kind: Kind, state: Path | None = None) -> list[Node]:
+    """The three nodes of the ``kind`` cluster, as ``cluster up`` wrote them (in ``state``, else :func:`state_dir`)."""
+    path = (state or state_dir()) / "cluster.json"
     try:
         raw = json.loads(path.read_text())[kind]
     except (OSError, ValueError, KeyError) as exc:

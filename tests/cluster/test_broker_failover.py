@@ -1,7 +1,6 @@
-"""Broker failover on the chosen cluster (docs/scale-out.md): a fresh 3-node RabbitMQ cluster of this test's own
-(``scripts/cluster.sh`` in a temporary state dir), gateway-style paho QoS 1 publishers with the three MQTT URLs,
-two AMQP consumers on the quorum queue, kill -9 of the node the publishers 0 and 3 are on (and the queue's first
-leader) with readings in flight.
+"""Broker failover on the chosen cluster (docs/scale-out.md): the tests' fresh 3-node RabbitMQ cluster, gateway-style
+paho QoS 1 publishers with the three MQTT URLs, two AMQP consumers on the quorum queue, kill -9 of the node the
+publishers 0 and 3 are on (and the queue's first leader) with readings in flight.
 
 Asserts: nothing the broker acknowledged is lost (by reading id, against the publishers' PUBACK log); every duplicate
 is an at-least-once redelivery (a batch the publishers re-sent after the kill, or a delivery the broker flagged as
@@ -12,44 +11,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
-import subprocess
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from teleconsult.bench.broker import make_jobs, run_phase
-from teleconsult.bench.broker_cluster import Node, nodes
+
+from .conftest import Cluster
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
 
-REPO = Path(__file__).resolve().parents[2]
-CLUSTER = REPO / "scripts" / "cluster.sh"
 
-
-@pytest.fixture(scope="module")
-def rabbit_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Node]]:
-    if shutil.which("rabbitmq-server") is None and not Path("/usr/lib/rabbitmq/bin/rabbitmq-server").exists():
-        pytest.fail("rabbitmq-server is not installed: make setup installs it (Debian package rabbitmq-server)")
-    state = tmp_path_factory.mktemp("cluster-cache")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("TBIB_CACHE_DIR", str(state))
-        t0 = time.monotonic()
-        up = subprocess.run([str(CLUSTER), "up", "rabbitmq"], capture_output=True, text=True, timeout=240)
-        try:
-            assert up.returncode == 0, up.stderr[-3000:]
-            print(f"cluster up in {time.monotonic() - t0:.1f} s")
-            yield nodes("rabbitmq")
-        finally:
-            down = subprocess.run([str(CLUSTER), "down", "rabbitmq"], capture_output=True, text=True, timeout=120)
-            assert down.returncode == 0, down.stderr[-2000:]
-    shutil.rmtree(state, ignore_errors=True)
-
-
-def test_kill_one_rabbitmq_node_loses_nothing(rabbit_cluster: list[Node]) -> None:
-    cl = rabbit_cluster
+def test_kill_one_rabbitmq_node_loses_nothing(rabbit_cluster: Cluster) -> None:
+    cl = rabbit_cluster.nodes
+    rabbit_cluster.up()  # whole again if an earlier test killed a node
     assert all(n.pid() is not None for n in cl)
     urls = [n.mqtt_url for n in cl]
     args = argparse.Namespace(gateways=8, publishers=4, per_message=10, window=20)
