@@ -327,3 +327,68 @@ async def test_english_switch_and_keyboard_navigation(stack: Stack, browser: Any
     assert await page.text_content("#start-consult") == "Start a teleconsultation"
     await page.select_option("#lang", "fr")  # the choice is remembered per browser; leave French for the other tests
     await context.close()
+
+
+async def test_vitals_panel_server_fallback_alert_ack_stale_and_narrow_screen(stack: Stack, browser: Any) -> None:
+    """Without an agent in the call the panel shows the server's live vitals (the websocket fallback); an alert raised
+    during the call is listed and acknowledged from the panel (stored); an old value gets the stale badge; on a narrow
+    screen the panel lies over the video, behind a toggle."""
+    assert stack.cast is not None
+    context = await browser.new_context(viewport={"width": 1360, "height": 900}, locale="fr-FR", bypass_csp=True)
+    page = await context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    await login(page, stack)
+    patient = next(p for p in stack.cast.patients if p.scenario == "stable")
+    await page.goto(f"{stack.url}/#/consult/{patient.patient_id}")
+    await page.wait_for_selector("#vitals-panel")
+    await wait_for(page, "document.querySelector('main').dataset.consultationId || null")
+    # the snapshot's latest values at once, then live ones from the vitals websocket (no agent, no data channel)
+    await wait_for(page, "document.querySelector('[data-tile=spo2]').dataset.source === 'server'")
+    served = await wait_for(page, "window.tbib.view.panel.metrics.server")
+    await wait_for(page, f"window.tbib.view.panel.metrics.server > {served}")
+    assert await page.evaluate("window.tbib.view.panel.metrics.call") == 0
+    assert await page.locator(".vp-news2").is_visible()
+
+    alert_id = await asyncio.to_thread(raise_alert, stack.dsn, patient.patient_id, "weight_gain", "medium")
+    item = page.locator(f".vp-alerts li[data-alert-id='{alert_id}']")
+    await item.wait_for()
+    await item.get_by_role("button", name="Acquitter").click()
+    await wait_for(page, f"window.tbib.state.alerts.get({alert_id}).state === 'acknowledged'")
+    await page.locator(f".vp-alerts li[data-alert-id='{alert_id}'].state-acknowledged").wait_for()
+    with psycopg.connect(stack.dsn) as conn:
+        row = conn.execute("select state, notes from alerts where id = %s", (alert_id,)).fetchone()
+    assert row == ("acknowledged", "Acquittée pendant la téléconsultation.")
+
+    # A value older than its cadence (respiratory rate: 60 s; the simulated devices measure none) is marked stale;
+    # a fresh reading clears the badge.
+    push_rr = (
+        "ageS => window.tbib.view.panel.push({type: 'reading', metric: 'respiratory_rate', value: 14, unit: '/min',"
+        " measured_at: new Date(Date.now() - ageS * 1000).toISOString()}, 'call')"
+    )
+    await page.evaluate(push_rr, 120)
+    await wait_for(page, "!document.querySelector('[data-tile=rr] .vp-stale').hidden")
+    assert await page.locator("[data-tile=rr] .vp-stale").is_visible()
+    assert await page.get_attribute("[data-tile=rr]", "data-state") == "stale"
+    await page.evaluate(push_rr, 0)
+    await wait_for(page, "document.querySelector('[data-tile=rr] .vp-stale').hidden")
+    assert await page.get_attribute("[data-tile=rr]", "data-state") == "fresh"
+
+    # Narrow screen: the panel is hidden over the video until the toggle opens it.
+    await page.set_viewport_size({"width": 600, "height": 900})
+    toggle = page.locator(".vp-toggle")
+    assert await toggle.is_visible()
+    assert await page.locator("#vitals-panel").is_hidden()
+    await toggle.click()
+    assert await toggle.get_attribute("aria-expanded") == "true"
+    assert await page.locator("#vitals-panel").is_visible()
+    box_video, box_panel = (
+        await page.locator(".stage").bounding_box(),
+        await page.locator("#vitals-panel").bounding_box(),
+    )
+    assert box_video is not None
+    assert box_panel is not None
+    assert box_video["x"] <= box_panel["x"] < box_video["x"] + box_video["width"]  # over the video
+    await page.click("#end-call")
+    assert errors == []
+    await context.close()
