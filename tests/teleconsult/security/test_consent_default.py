@@ -261,8 +261,12 @@ def test_enrolling_a_gateway_warns_when_the_patient_has_not_consented(
 ) -> None:
     with psycopg.connect(seeded.dsn, autocommit=True) as conn:
         pid = _patient(conn, "Enrolled without consent")
+        consenting = _patient(conn, "Enrolled with consent")
+        conn.execute(
+            "insert into consents (patient_id, purpose, granted) values (%s, 'remote_monitoring', true)", (consenting,)
+        )
     db = ["--database-url", seeded.dsn]
     assert cli_main(["pki", "enroll-gateway", "gw-cd-warn", "--patient-id", str(pid), *db]) == 0
     assert "no remote_monitoring consent in force" in capsys.readouterr().err
-    assert cli_main(["pki", "enroll-gateway", "gw-cd-ok", "--patient-id", str(seeded.p1), *db]) == 0
+    assert cli_main(["pki", "enroll-gateway", "gw-cd-ok", "--patient-id", str(consenting), *db]) == 0
     assert "remote_monitoring" not in capsys.readouterr().err
