@@ -143,6 +143,11 @@ def reload_broker(pid_file: Path) -> bool:
 def sync_broker(conn: psycopg.Connection[Any], files: BrokerFiles) -> bool:
     """Rewrite both files from the database and reload the broker; returns whether a broker was signalled."""
     passwd, acl = render_files(conn)
+    return write_broker_files(files, passwd, acl)
+
+
+def write_broker_files(files: BrokerFiles, passwd: str, acl: str) -> bool:
+    """Write both files atomically, then SIGHUP the broker; returns whether a broker was signalled."""
     try:
         _atomic_write(files.passwd_file, passwd)
         _atomic_write(files.acl_file, acl)

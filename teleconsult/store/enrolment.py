@@ -83,7 +83,7 @@ async def enrol_on(
             "insert into devices (gateway_id, patient_id, address, model, serial, kind) values (%s, %s, %s, %s, %s, %s)"
             " on conflict (gateway_id, address) do update set patient_id = excluded.patient_id,"
             " model = coalesce(excluded.model, devices.model), serial = coalesce(excluded.serial, devices.serial),"
-            " kind = coalesce(excluded.kind, devices.kind)"
+            " kind = coalesce(excluded.kind, devices.kind), unenrolled_at = null"
             " returning id",
             (gateway_id, patient_id, spec.address, spec.model, spec.serial, spec.kind),
         )
@@ -108,7 +108,8 @@ async def enrol(
 
 
 async def enrolment_map(conn: AsyncConnection[Any]) -> dict[tuple[str, str], DeviceBinding]:
-    """Every enrolled device: ``(gateway_id, address) -> DeviceBinding`` (devices without a patient are left out).
+    """Every enrolled device: ``(gateway_id, address) -> DeviceBinding`` (devices without a patient, and devices
+    unenrolled from the admin UI, ``devices.unenrolled_at``, are left out).
 
     ``monitoring_consent`` is True only when the patient's newest ``remote_monitoring`` decision grants it: a patient
     with no decision on file has not consented (``teleconsult.security.consent``; the patients monitored before this
@@ -118,7 +119,7 @@ async def enrolment_map(conn: AsyncConnection[Any]) -> dict[tuple[str, str], Dev
     cur = await conn.execute(
         "select d.gateway_id, d.address, d.id, coalesce(d.patient_id, g.patient_id), "  # noqa: S608 - constant
         f"{consent} from devices d join gateways g on g.id = d.gateway_id"
-        " where coalesce(d.patient_id, g.patient_id) is not null"
+        " where coalesce(d.patient_id, g.patient_id) is not null and d.unenrolled_at is null"
     )
     return {
         (str(gw), str(addr)): DeviceBinding(dev, pid, bool(consent))

@@ -25,6 +25,7 @@ from tests.teleconsult.alerts import matrix_support as alerts
 from tests.teleconsult.api.helpers import Seeded
 from tests.teleconsult.fhir import matrix_support as fhir
 from tests.teleconsult.prescriptions import matrix_support as rx
+from tests.teleconsult.security import gateway_matrix_support as gw
 from tests.teleconsult.signaling import matrix_support as consult
 
 CALLERS = ("anonymous", "admin", "doctor", "nurse", "pharmacist", "patient")
@@ -186,6 +187,20 @@ MATRIX: dict[tuple[str, str], Entry] = {
         admin_only(), params={"assignment_id": lambda ctx: str(ctx.throwaway_assignment())}
     ),
     ("GET", "/api/v1/care-team/mine"): Entry(staff_only()),
+    # gateway and device enrolment (issue 19 item 6): factories in tests/teleconsult/security/gateway_matrix_support.py
+    ("GET", "/api/v1/gateways"): Entry(admin_only()),
+    ("POST", "/api/v1/gateways"): Entry(admin_only(201), body=gw.enrol_body),
+    ("POST", "/api/v1/gateways/provision"): Entry(lambda caller, assigned: 401, body=gw.bad_code),
+    ("POST", "/api/v1/gateways/{gateway_id}/revoke"): Entry(
+        admin_only(), params={"gateway_id": gw.revocable_gateway_id}
+    ),
+    ("GET", "/api/v1/gateways/{gateway_id}/devices"): Entry(admin_only(), params={"gateway_id": gw.gateway_id}),
+    ("POST", "/api/v1/gateways/{gateway_id}/devices"): Entry(
+        admin_only(201), body=gw.device_body, params={"gateway_id": gw.gateway_id}
+    ),
+    ("POST", "/api/v1/gateways/{gateway_id}/devices/{device_id}/unenrol"): Entry(
+        admin_only(), params={"gateway_id": gw.device_gateway, "device_id": gw.device_id}
+    ),
     # consent and access log (issue 6)
     ("GET", "/api/v1/patients/{patient_id}/consents"): Entry(care_team()),
     ("POST", "/api/v1/patients/{patient_id}/consents"): Entry(
