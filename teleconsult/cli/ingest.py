@@ -40,6 +40,12 @@ def add_parser(sub: Any) -> None:
         help="commit receipts to gateways: batch names (default), every committed id, or none (docs/mqtt.md)",
     )
     p.add_argument("--metrics-port", type=int, help="serve Prometheus text on 127.0.0.1:PORT")
+    p.add_argument(
+        "--amqp-url",
+        action="append",
+        metavar="URL",
+        help="consume the RabbitMQ quorum queue instead of MQTT; repeat for every node (docs/scale-out.md)",
+    )
     p.set_defaults(func=_run)
 
 
@@ -51,6 +57,8 @@ def _run(args: argparse.Namespace) -> int:
     mqtt_url = args.mqtt_url or os.environ.get("TBIB_MQTT_URL") or os.environ.get("TBIB_TEST_MQTT_URL")
     if not dsn:
         raise CliError("no database: pass --dsn or set TBIB_DATABASE_URL", exit_code=2)
+    if args.amqp_url:
+        return _run_amqp(args, dsn)
     if not mqtt_url:
         raise CliError("no broker: pass --mqtt-url or set TBIB_MQTT_URL", exit_code=2)
     if args.batch < 1 or args.writers < 1 or not 1 <= args.receive_maximum <= 65535:
@@ -70,4 +78,22 @@ def _run(args: argparse.Namespace) -> int:
         asyncio.run(run(config, metrics_port=args.metrics_port))
     except IngestError as exc:
         raise CliError(str(exc), exit_code=2) from exc
+    return 0
+
+
+def _run_amqp(args: argparse.Namespace, dsn: str) -> int:
+    from teleconsult.ingest.brokers.amqp import AmqpIngestConfig, run
+
+    if any(not u.startswith(("amqp://", "amqps://")) for u in args.amqp_url):
+        raise CliError("--amqp-url must start with amqp:// or amqps://", exit_code=2)
+    if args.batch < 1:
+        raise CliError("--batch must be >= 1", exit_code=2)
+    config = AmqpIngestConfig(
+        dsn=dsn,
+        amqp_urls=tuple(args.amqp_url),
+        max_batch_readings=args.batch,
+        linger_s=args.linger_ms / 1000,
+        receipts=None if args.receipts == "off" else args.receipts,
+    )
+    asyncio.run(run(config, metrics_port=args.metrics_port))
     return 0

@@ -143,24 +143,33 @@ class AmqpIngest:
             batch, deliveries = await self._collect(first, inbox, generation)
             self.metrics.inflight += len(batch)
             try:
-                work = await self._prepare(batch)
-                self._conn = await self._committer.commit(self._conn, work)
-            except Abandoned:
-                return  # stopping with the database down: unacknowledged, redelivered to another consumer
-            receipts = (
-                []
-                if cfg.receipts is None
-                else self._receipts.receipts(receipt_outcomes(work.messages, ids=cfg.receipts == "ids"))[0]
+                if not await self._commit(batch, exchange):
+                    return  # stopping with the database down: unacknowledged, redelivered to another consumer
+                await deliveries[-1].ack(multiple=True)
+            finally:
+                self.metrics.inflight -= len(batch)
+
+    async def _commit(self, batch: list[Incoming], exchange: Any) -> bool:
+        """Write the batch, then publish its commit receipts; False when abandoned (stopping, database down)."""
+        cfg = self.config
+        try:
+            work = await self._prepare(batch)
+            self._conn = await self._committer.commit(self._conn, work)
+        except Abandoned:
+            return False
+        receipts = (
+            []
+            if cfg.receipts is None
+            else self._receipts.receipts(receipt_outcomes(work.messages, ids=cfg.receipts == "ids"))[0]
+        )
+        for r in receipts:
+            await exchange.publish(
+                aio_pika.Message(r.payload, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                routing_key=routing_key(r.topic),
             )
-            for r in receipts:
-                await exchange.publish(
-                    aio_pika.Message(r.payload, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
-                    routing_key=routing_key(r.topic),
-                )
-                self.metrics.receipts += 1
-                self.metrics.receipt_bytes += len(r.payload)
-            await deliveries[-1].ack(multiple=True)
-            self.metrics.inflight -= len(batch)
+            self.metrics.receipts += 1
+            self.metrics.receipt_bytes += len(r.payload)
+        return True
 
     async def _collect(
         self, first: Any, inbox: asyncio.Queue[Any], generation: int
@@ -228,3 +237,26 @@ class AmqpIngest:
             self._lookup = None
             return False
         return True
+
+
+async def run(config: AmqpIngestConfig, *, metrics_port: int | None = None, metrics_host: str = "127.0.0.1") -> None:
+    """Run one consumer until SIGINT/SIGTERM (``tbib ingest --amqp-url ...``), then stop it."""
+    import signal
+
+    from teleconsult.ingest.metrics import serve_metrics
+
+    ingest = AmqpIngest(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    server = await serve_metrics(ingest.metrics, metrics_host, metrics_port) if metrics_port is not None else None
+    await ingest.start()
+    try:
+        await stop.wait()
+    finally:
+        await ingest.stop()
+        if server is not None:
+            server.close()
+            with contextlib.suppress(Exception):
+                await server.wait_closed()
