@@ -305,5 +305,5 @@ case "${1:-status}" in
         if mq_running; then echo "mosquitto: running on 127.0.0.1:$(cat "$STATE/mqtt.port")"; else echo "mosquitto: stopped"; fi
         if turn_running; then echo "coturn: running on 127.0.0.1:$(cat "$STATE/turn.port")"; else echo "coturn: stopped"; fi
         ;;
-    *) echo "usage: $0 up|down [all|postgres|mosquitto|turn] | status|env|timescaledb" >&2; exit 2 ;;
+    *) echo "usage: $0 up|down [all|postgres|mosquitto|turn] | status|env|timescaledb | cluster up|down|status [all|rabbitmq|nats]" >&2; exit 2 ;;
 esac
