@@ -23,18 +23,12 @@ The last stdout line is one JSON object.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import multiprocessing as mp
 import os
-import random
-import re
-import shutil
 import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -42,15 +36,29 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
 
-import numpy as np
 import psycopg
 
-from teleconsult.bench.loadgen import Job, cpu_seconds_by_role, publisher_process
+from teleconsult.bench.ingest_baselines import copy_limit, history_p95, naive, verify
+from teleconsult.bench.ingest_profile import Recorder
+from teleconsult.bench.ingest_rig import (
+    REPO,
+    Broker,
+    CpuMeter,
+    enrol,
+    free_port,
+    latency_quantiles,
+    log,
+    project_dsn,
+    start_workers,
+    stop_workers,
+    totals,
+)
+from teleconsult.bench.loadgen import Job, publisher_process
 from teleconsult.bench.receipts import ReceiptSink, receipt_summary
-from teleconsult.ingest.metrics import LATENCY_BUCKETS, quantile_from_buckets
 from teleconsult.store.migrate import upgrade
 
-REPO: Final = Path(__file__).resolve().parents[2]
+__all__ = ["REPO", "Broker", "enrol", "free_port", "main", "project_dsn", "run_phase"]
+
 TAGS: Final = {
     "steady": 0x51,
     "backlog": 0xBA,
@@ -60,134 +68,6 @@ TAGS: Final = {
     "steady_receipts_2": 0x54,
     "steady_2": 0x55,
 }
-
-
-def log(msg: str) -> None:
-    """Progress on stderr (stdout is reserved for the result)."""
-    print(f"bench ingest: {msg}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def project_dsn() -> str:
-    """The project's database: $TBIB_TEST_DSN, else `scripts/services.sh up`."""
-    if os.environ.get("TBIB_TEST_DSN"):
-        return os.environ["TBIB_TEST_DSN"]
-    script = str(REPO / "scripts" / "services.sh")
-    out = subprocess.run([script, "up"], check=True, capture_output=True, text=True)  # noqa: S603 - our script
-    m = re.search(r"^export TBIB_TEST_DSN='([^']*)'$", out.stdout, re.MULTILINE)
-    if not m:
-        raise RuntimeError("scripts/services.sh up did not print TBIB_TEST_DSN")
-    return m.group(1)
-
-
-class Broker:
-    """A private Mosquitto with the project's tuned settings (persistence in a temp dir)."""
-
-    def __init__(self) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="tbib-bench-mq-"))
-        self.port = free_port()
-        base = (REPO / "config" / "mosquitto" / "tbib.conf").read_text()
-        (self.dir / "mosquitto.conf").write_text(
-            base + f"\nlistener {self.port} 127.0.0.1\nallow_anonymous true\npersistence_location {self.dir}/\n"
-        )
-        if os.geteuid() == 0:
-            shutil.chown(self.dir, "mosquitto")  # mosquitto drops root privileges to this user
-        self.proc = subprocess.Popen(  # noqa: S603 - fixed binary, our config
-            ["/usr/sbin/mosquitto", "-c", str(self.dir / "mosquitto.conf")],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        time.sleep(0.3)
-
-    @property
-    def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
-
-    def close(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
-def scrape(port: int) -> dict[str, float]:
-    """A worker's Prometheus text as {sample name with labels: value}."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-        text = r.read().decode()
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
-    return out
-
-
-def totals(ports: list[int]) -> dict[str, float]:
-    """Sum of every sample over the workers."""
-    acc: dict[str, float] = {}
-    for p in ports:
-        for k, v in scrape(p).items():
-            acc[k] = acc.get(k, 0.0) + v
-    return acc
-
-
-def latency_quantiles(before: dict[str, float], after: dict[str, float]) -> tuple[float | None, float | None]:
-    """p50/p99 (seconds) of the publish -> commit histogram between two scrapes."""
-    name = "tbib_ingest_publish_to_commit_seconds_bucket"
-    cum = [after.get(f'{name}{{le="{b:g}"}}', 0) - before.get(f'{name}{{le="{b:g}"}}', 0) for b in LATENCY_BUCKETS]
-    inf = after.get(f'{name}{{le="+Inf"}}', 0) - before.get(f'{name}{{le="+Inf"}}', 0)
-    counts = [int(c - p) for c, p in zip([*cum, inf], [0, *cum], strict=True)]
-    return quantile_from_buckets(LATENCY_BUCKETS, counts, 0.5), quantile_from_buckets(LATENCY_BUCKETS, counts, 0.99)
-
-
-class CpuMeter:
-    """CPU seconds (user + system) used by the ingest workers, the broker and the database backends of the run."""
-
-    def __init__(self, dsn: str, workers: list[int], broker: int | None) -> None:
-        self.dsn, self.workers, self.broker = dsn, workers, broker
-
-    def _pids(self) -> dict[str, list[int]]:
-        with psycopg.connect(self.dsn, autocommit=True) as conn:
-            rows = conn.execute(
-                "select pid from pg_stat_activity where datname = current_database() and pid <> pg_backend_pid()"
-            ).fetchall()
-        out = {"ingest": self.workers, "postgres": [int(r[0]) for r in rows]}
-        if self.broker is not None:
-            out["broker"] = [self.broker]
-        return out
-
-    def sample(self) -> dict[str, float]:
-        """Cumulative CPU seconds per role (processes that vanished count as 0)."""
-        return cpu_seconds_by_role(self._pids())
-
-
-def enrol(dsn: str, n: int) -> list[tuple[int, str, str, uuid.UUID]]:
-    """``n`` patients, each with a gateway and a pulse oximeter; returns (index, gateway id, address, patient id)."""
-    out = []
-    with psycopg.connect(dsn) as conn:
-        for i in range(n):
-            pid = uuid.uuid4()
-            gw = f"bench-gw-{i:04d}"
-            conn.execute("insert into patients (id, display_name) values (%s, %s)", (pid, f"Bench {i}"))
-            conn.execute("insert into gateways (id, patient_id) values (%s, %s)", (gw, pid))
-            conn.execute(
-                "insert into devices (gateway_id, patient_id, address, model, kind)"
-                " values (%s, %s, %s, 'SIM-1', 'plx')",
-                (gw, pid, f"AA:00:00:00:{i // 256:02X}:{i % 256:02X}"),
-            )
-            conn.execute(  # no decision on file is no consent: the bench patients consent to monitoring
-                "insert into consents (patient_id, purpose, granted, note)"
-                " values (%s, 'remote_monitoring', true, 'bench')",
-                (pid,),
-            )
-            out.append((i, gw, f"AA:00:00:00:{i // 256:02X}:{i % 256:02X}", pid))
-    return out
 
 
 def run_phase(
@@ -202,10 +82,12 @@ def run_phase(
     seconds: float,
     rate: float | None,
     named: bool = False,
+    profile: float = 0.0,
 ) -> dict[str, Any]:
     """Publish for ``seconds``, wait until the workers committed everything; rates and latency.
 
-    ``named``: batches carry a batch name, so the workers publish commit receipts (``docs/mqtt.md``)."""
+    ``named``: batches carry a batch name, so the workers publish commit receipts (``docs/mqtt.md``). ``profile``:
+    record the workers with py-spy for that many seconds from the start of publishing (``profile`` in the result)."""
     url = urlsplit(mqtt_url)
     assert url.hostname is not None
     start_epoch = (datetime.now(UTC) - timedelta(days=1)).timestamp() + TAGS[name]
@@ -236,6 +118,8 @@ def run_phase(
     )
     cpu0 = cpu.sample()
     go.set()
+    spy_dir = tempfile.mkdtemp(prefix="tbib-bench-spy-") if profile else None
+    spy = Recorder(cpu.workers, min(profile, seconds), Path(spy_dir)) if spy_dir else None
     reports = [results.get(timeout=seconds + 120) for _ in procs]
     for p in procs:
         p.join(10)
@@ -281,139 +165,8 @@ def run_phase(
         ),
         "sent": sent,
         "tag": TAGS[name],
+        "profile": spy.result() if spy is not None else None,  # it removes its files
     }
-
-
-def verify(dsn: str, phases: list[dict[str, Any]]) -> tuple[int, int, int]:
-    """(lost, duplicated, unexpected) by comparing stored reading ids with the deterministic ids sent."""
-    buf = bytearray()
-    with (
-        psycopg.connect(dsn) as conn,
-        conn.cursor() as cur,
-        cur.copy("copy (select reading_id from readings where device_id is not null) to stdout (format binary)") as cp,
-    ):
-        for chunk in cp:
-            buf += chunk
-    rows = np.frombuffer(
-        memoryview(buf)[19 : len(buf) - 2], dtype=[("n", ">i2"), ("l", ">i4"), ("hi", ">u8"), ("lo", ">u8")]
-    )
-    lost = duplicated = unexpected = 0
-    for ph in phases:
-        mine = rows["lo"][rows["hi"] == ph["tag"]]
-        gw = (mine >> np.uint64(40)).astype(np.int64)
-        seq = (mine & np.uint64((1 << 40) - 1)).astype(np.int64)
-        for g, n_msgs in ph["sent"].items():
-            s = seq[gw == g]
-            expected = n_msgs * ph["per_message"]
-            uniq = np.unique(s)
-            inside = uniq[(uniq >= 0) & (uniq < expected)]
-            lost += expected - len(inside)
-            duplicated += len(s) - len(uniq)
-            unexpected += len(uniq) - len(inside)
-    return lost, duplicated, unexpected
-
-
-def copy_limit(dsn: str, gateways: list[tuple[int, str, str, uuid.UUID]], n: int) -> tuple[float, float]:
-    """Readings/s of a raw text COPY of ``n`` rows shaped like ingest's into ``readings`` (rows built beforehand), and
-    the database backend's CPU microseconds per row."""
-    import psutil
-
-    with psycopg.connect(dsn) as conn:
-        devs = conn.execute("select id, patient_id from devices order by gateway_id").fetchall()
-    base = datetime.now(UTC) - timedelta(hours=20)
-    lines = []
-    for k in range(n):
-        dev, pid = devs[k % len(devs)]
-        t = (base + timedelta(milliseconds=100 * k)).isoformat()
-        lines.append(f"{pid}\t{dev}\theart_rate\t{70 + k % 7}.0\t/min\t{t}\t{t}\t{uuid.uuid4()}\t\\N\t\\N\n")
-    data = "".join(lines).encode()
-    cols = "patient_id, device_id, metric, value, unit, measured_at, received_at, reading_id, group_id, flags"
-    with psycopg.connect(dsn) as conn:
-        backend = psutil.Process(conn.info.backend_pid)
-        c0 = backend.cpu_times()
-        t0 = time.perf_counter()
-        with conn.cursor() as cur, cur.copy(f"copy readings ({cols}) from stdin") as cp:
-            for k in range(0, len(data), 1 << 20):
-                cp.write(data[k : k + (1 << 20)])
-        conn.commit()
-        elapsed = time.perf_counter() - t0
-        c1 = backend.cpu_times()
-    return n / elapsed, (c1.user + c1.system - c0.user - c0.system) / n * 1e6
-
-
-def naive(dsn: str, seconds: float) -> float:
-    """Readings/s of one autocommit INSERT per reading (what a simple subscriber does)."""
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        dev, pid = conn.execute("select id, patient_id from devices limit 1").fetchone() or (None, None)
-        base = datetime.now(UTC) - timedelta(hours=30)
-        n = 0
-        t0 = time.perf_counter()
-        while time.perf_counter() - t0 < seconds:
-            t = base + timedelta(milliseconds=100 * n)
-            conn.execute(
-                "insert into readings (patient_id, device_id, metric, value, unit, measured_at, received_at,"
-                " reading_id) values (%s, %s, 'heart_rate', %s, '/min', %s, %s, %s) on conflict do nothing",
-                (pid, dev, 70.0, t, t, uuid.uuid4()),
-            )
-            n += 1
-        return n / (time.perf_counter() - t0)
-
-
-def history_p95(dsn: str, gateways: list[tuple[int, str, str, uuid.UUID]], queries: int) -> tuple[float, int]:
-    """p95 ms of 1 000-point chart queries over the last 2 days of heart rate of random benchmark patients."""
-    from psycopg_pool import AsyncConnectionPool
-
-    from teleconsult.store.readings import history
-
-    async def go() -> tuple[list[float], int]:
-        end = datetime.now(UTC)
-        start = end - timedelta(days=2)
-        timings: list[float] = []
-        rows = 0
-        async with AsyncConnectionPool(dsn, min_size=1, max_size=2, open=False) as pool:
-            for _ in range(queries):
-                pid = random.choice(gateways)[3]
-                t0 = time.perf_counter()
-                h = await history(pool, pid, "heart_rate", start, end, max_points=1000)
-                timings.append((time.perf_counter() - t0) * 1000)
-                rows = max(rows, len(h.points))
-        return timings, rows
-
-    timings, points = asyncio.run(go())
-    return float(np.percentile(timings, 95)), points
-
-
-def start_workers(
-    dsn: str, mqtt_url: str, share: str, ports: list[int], batch: int, receipts: str
-) -> list[subprocess.Popen[bytes]]:
-    """``tbib ingest`` processes on one shared subscription, each serving its metrics; waits until subscribed."""
-    workers = [
-        subprocess.Popen(  # noqa: S603 - our own CLI
-            [sys.executable, "-m", "teleconsult.cli.main", "ingest", "--dsn", dsn, "--mqtt-url", mqtt_url,
-             "--client-id", f"{share}-w{i}", "--topic", f"$share/{share}/tbib/v1/gw/+/readings",
-             "--metrics-port", str(port), "--batch", str(batch), "--receipts", receipts],
-            cwd=REPO,
-        )
-        for i, port in enumerate(ports)
-    ]  # fmt: skip
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        try:
-            if all(scrape(p).get("tbib_ingest_mqtt_reconnects_total", 0) >= 1 for p in ports):
-                break
-        except OSError:
-            pass
-        time.sleep(0.2)
-    time.sleep(0.5)
-    return workers
-
-
-def stop_workers(workers: list[subprocess.Popen[bytes]]) -> None:
-    """SIGTERM (a worker drains and acknowledges what it holds), then wait."""
-    for w in workers:
-        w.terminate()
-    for w in workers:
-        w.wait(30)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -431,6 +184,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--plain", action="store_true", help="plain PostgreSQL schema instead of TimescaleDB")
     ap.add_argument("--keep-db", action="store_true", help="do not drop the benchmark database")
     ap.add_argument("--json", action="store_true", help="print only the JSON result on stdout")
+    ap.add_argument(
+        "--profile",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="py-spy the workers for S seconds of the first steady phase: CPU share per stage (`profile`)",
+    )
     ap.add_argument("--receipts-first", action="store_true", help="run the with-receipts steady phase first")
     ap.add_argument(
         "--no-abba",
@@ -469,7 +229,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # without receipts (batches without a name: old gateways, PUBACK mode) and the same load with them, in the
         # order asked (the second phase writes into a bigger table)
         def steady_phase(name: str = "steady") -> dict[str, Any]:
-            return run_phase(name, mqtt_url, gateways, ports, per_message=10, seconds=args.seconds, rate=None, **common)
+            return run_phase(
+                name, mqtt_url, gateways, ports, per_message=10, seconds=args.seconds, rate=None,
+                profile=args.profile if name == "steady" else 0.0, **common,
+            )  # fmt: skip
 
         def receipts_phase(name: str = "steady_receipts") -> dict[str, Any]:
             return run_phase(
@@ -549,6 +312,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "history_p95_ms": round(hist_p95, 1),
         "history_points": points,
         "readings_total": sum(p["readings"] for p in phases),
+        "profile": steady["profile"],
         "receipts": receipt_summary(steady, with_receipts, ids_phase, sink_received, abba),
         "steady": {k: v for k, v in steady.items() if k not in ("sent", "tag")},
         "steady_receipts": {k: v for k, v in with_receipts.items() if k not in ("sent", "tag")},

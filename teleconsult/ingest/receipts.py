@@ -93,7 +93,7 @@ def outcome_of(
 ) -> Outcome:
     """The outcome of one committed message: ``refused`` when the database refused it whole (every reading a dead
     letter), ``bound_rejects`` the readings refused at the device binding; ``ids`` lists the committed ids too."""
-    from teleconsult.ingest.payload import Rejected
+    from teleconsult.ingest.payload import R_ID, Rejected
 
     d = decoded
     if d is None:
@@ -103,7 +103,7 @@ def outcome_of(
     if d.batch is None:
         return Outcome(d.gateway_id, None)
     if refused is not None:
-        every = [(r.reading_id, refused) for r in d.readings]
+        every = [(r[R_ID], refused) for r in d.readings]
         return Outcome(d.gateway_id, d.batch, every + [(i, refused) for i in d.reject_ids])
     rejected: list[tuple[str | None, str]] = list(zip(d.reject_ids, d.rejects, strict=True))
     if bound_rejects:
@@ -111,7 +111,7 @@ def outcome_of(
     if not ids:
         return Outcome(d.gateway_id, d.batch, rejected)
     gone = {i for i, _r in rejected}
-    return Outcome(d.gateway_id, d.batch, rejected, [r.reading_id for r in d.readings if r.reading_id not in gone])
+    return Outcome(d.gateway_id, d.batch, rejected, [r[R_ID] for r in d.readings if r[R_ID] not in gone])
 
 
 @dataclass(frozen=True, slots=True)

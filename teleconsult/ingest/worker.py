@@ -1,10 +1,13 @@
-"""The ingest worker: MQTT (paho, shared subscription, manual PUBACK) -> validation -> batched idempotent COPY.
+"""The ingest worker, a thin pump: MQTT (paho session, shared subscription, manual PUBACK) -> validation -> batched
+idempotent COPY.
 
 At-least-once, idempotent end to end:
-- paho runs its network loop in its own thread; ``on_message`` only appends to a deque and wakes the event loop.
+- paho runs its network loop in its own thread; its read path (:mod:`.link`) hands each run of received PUBLISH
+  packets to ``_on_publishes``, which only appends them to a deque and wakes the event loop (once per run).
 - The batcher (event loop) drains up to ``max_batch_readings``, validates (:mod:`.payload`, pure), resolves devices
-  through a cached enrolment map (refreshed on a miss), and hands a batch to one of ``writers`` tasks, each with its
-  own database connection. A writer commits (:mod:`.writer`) then PUBACKs every message of the batch.
+  through a cached enrolment map (refreshed on a miss), builds the transaction (:mod:`.batch`, pure) and hands it to
+  one of ``writers`` tasks, each with its own database connection. A writer commits (:mod:`.commit`, :mod:`.writer`)
+  then PUBACKs every message of the batch in one write.
 - Backpressure: the broker never has more than ``receive_maximum`` (MQTT v5) unacknowledged messages in flight to
   us, and the batcher waits on a bounded queue of batches; a database outage therefore stops the flow at the broker.
 - A failed batch is retried with backoff on a fresh connection (the write is idempotent, so an unknown commit outcome is
@@ -24,11 +27,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import gc
 import logging
-import socket
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -40,87 +42,18 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from teleconsult.errors import IngestError
+from teleconsult.ingest.batch import Incoming, Work, build_work, has_unknown_device, receipt_outcomes
+from teleconsult.ingest.commit import Abandoned, Committer
+from teleconsult.ingest.config import SHARED_TOPIC, IngestConfig
+from teleconsult.ingest.link import Delivery, IngestClient
 from teleconsult.ingest.metrics import IngestMetrics
-from teleconsult.ingest.payload import (
-    CONSENT_WITHDRAWN,
-    Decoded,
-    LatestRow,
-    MinuteDelta,
-    Rejected,
-    Vocabulary,
-    copy_rows,
-    decode_batch,
-    default_vocabulary,
-    utc_now,
-)
-from teleconsult.ingest.receipts import ReceiptBook, ReceiptForm, outcome_of
-from teleconsult.ingest.writer import DeadLetter, prepare_connection, write_batch
+from teleconsult.ingest.payload import Decoded, Vocabulary, decode_batch, default_vocabulary, utc_now
+from teleconsult.ingest.receipts import ReceiptBook
 from teleconsult.store.enrolment import DeviceBinding, enrolment_map
 
 log = logging.getLogger(__name__)
 
-SHARED_TOPIC: Final = "$share/tbib-ingest/tbib/v1/gw/+/readings"
-
-
-@dataclass(frozen=True, slots=True)
-class IngestConfig:
-    """Settings of one ingest worker."""
-
-    dsn: str
-    """PostgreSQL connection string (schema upgraded with ``tbib db upgrade``)."""
-    mqtt_url: str
-    """``mqtt://[user:password@]host:port`` (``mqtts://`` for TLS with the system CAs)."""
-    client_id: str = field(default_factory=lambda: f"tbib-ingest-{socket.gethostname()}")
-    """Stable per worker instance: the broker keeps its session (and unacknowledged messages) across crashes."""
-    topic: str = SHARED_TOPIC
-    max_batch_readings: int = 10_000
-    """A batch closes at this many readings ..."""
-    linger_s: float = 0.05
-    """... or this long after its first message."""
-    writers: int = 2
-    """Concurrent batches (one database connection each)."""
-    receive_maximum: int = 3000
-    """MQTT v5 Receive Maximum: at most this many unacknowledged messages in flight to this worker."""
-    max_payload_bytes: int = 1 << 20
-    dead_letter_max_bytes: int = 64 << 10
-    session_expiry_s: int = 3600
-    keepalive_s: int = 30
-    enrolment_refresh_s: float = 0.5
-    """Minimum time between two enrolment refreshes triggered by unknown devices."""
-    enrolment_max_age_s: float = 10.0
-    """The enrolment map (with consent decisions) is reloaded at least this often while messages flow."""
-    drain_timeout_s: float = 30.0
-    """On stop, how long to keep committing what the broker already assigned to this session."""
-    receipts: ReceiptForm | None = "range"
-    """Commit receipts: ``"range"`` (batch names, default), ``"ids"`` (every committed id), ``None`` (none)."""
-
-
-class _Abandoned(Exception):
-    """Stopping while the database is unreachable: the batch stays unacknowledged."""
-
-
-@dataclass(slots=True)
-class _Incoming:
-    mid: int
-    qos: int
-    generation: int
-    topic: str
-    payload: bytes
-    decoded: Decoded | Rejected | None = None
-    refused: str | None = None
-    """Set when the database refused the whole message (poison isolation): every reading is a dead letter."""
-    bound_rejects: list[str] | None = None
-    """Readings refused at the device binding (not enrolled, no consent in force)."""
-
-
-@dataclass(slots=True)
-class _Work:
-    messages: list[_Incoming]
-    lines: list[list[str]]
-    dead: list[DeadLetter | None]
-    sent_at: list[float | None]
-    latest: dict[tuple[str, str], LatestRow] = field(default_factory=dict)
-    minutes: MinuteDelta = field(default_factory=dict)
+__all__ = ["SHARED_TOPIC", "IngestConfig", "IngestWorker", "run", "tune_gc"]
 
 
 class IngestWorker:
@@ -132,7 +65,7 @@ class IngestWorker:
         self.config = config
         self.metrics = metrics or IngestMetrics()
         self._vocab = vocabulary or default_vocabulary()
-        self._inbox: collections.deque[_Incoming] = collections.deque()
+        self._inbox: collections.deque[Incoming] = collections.deque()
         self._wake_lock = threading.Lock()
         self._wake_pending = False
         self._generation = 0
@@ -141,16 +74,18 @@ class IngestWorker:
         self._bindings_ok = False
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
-        self._client: mqtt.Client | None = None
+        self._client: IngestClient | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
-        self._queue: asyncio.Queue[_Work | None] | None = None
+        self._queue: asyncio.Queue[Work | None] | None = None
         self._lookup: psycopg.AsyncConnection[Any] | None = None
         self._connected = threading.Event()
         self._unsubscribed = threading.Event()
         self._last_message_at = 0.0
-        self._seen: dict[str, float] = {}
         self._receipts = ReceiptBook(form=config.receipts or "range")
+        self._committer = Committer(
+            config.dsn, self.metrics, dead_max_bytes=config.dead_letter_max_bytes, stopping=lambda: self._stopping
+        )
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -177,7 +112,7 @@ class IngestWorker:
         drained = False
         if client is not None and client.is_connected():
             client.unsubscribe(self.config.topic)
-            # UNSUBACK comes after every PUBLISH the broker sent before it (one ordered stream)
+            # UNSUBACK comes after every PUBLISH the broker sent before it (one ordered stream, delivered in order)
             await asyncio.to_thread(self._unsubscribed.wait, 5.0)
             deadline = time.monotonic() + self.config.drain_timeout_s
             while time.monotonic() < deadline:
@@ -201,11 +136,11 @@ class IngestWorker:
             await self._lookup.close()
 
     # ------------------------------------------------------------------ MQTT (paho thread)
-    def _make_client(self) -> mqtt.Client:
+    def _make_client(self) -> IngestClient:
         url = urlsplit(self.config.mqtt_url)
         if url.scheme not in ("mqtt", "mqtts") or not url.hostname:
             raise IngestError(f"bad MQTT URL {self.config.mqtt_url!r} (expected mqtt://host:port)")
-        client = mqtt.Client(
+        client = IngestClient(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=self.config.client_id,
             protocol=MQTTProtocolVersion.MQTTv5,
@@ -219,7 +154,9 @@ class IngestWorker:
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
         client.on_unsubscribe = lambda *_args: self._unsubscribed.set()
-        client.on_message = self._on_message
+        client.on_publishes = self._on_publishes
+        client.read_pause_s = self.config.read_pause_s
+        client.on_message = self._on_message  # paho's own path: only a QoS 2 PUBLISH (we subscribe at QoS 1)
         client.reconnect_delay_set(1, 5)
         client.max_inflight_messages_set(1000)  # receipts (QoS 1) out while the broker's PUBACKs come back
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
@@ -248,23 +185,29 @@ class IngestWorker:
         if not self._stopping:
             log.warning("broker connection lost (%s); reconnecting", reason)
 
-    def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+    def _on_publishes(self, run: list[Delivery]) -> None:
         self._last_message_at = time.monotonic()
-        self._inbox.append(_Incoming(msg.mid, msg.qos, self._generation, msg.topic, bytes(msg.payload)))
+        gen = self._generation
+        self._inbox.extend([Incoming(mid, qos, gen, topic, payload) for mid, qos, topic, payload in run])
         with self._wake_lock:
             if self._wake_pending or self._loop is None or self._wake is None:
                 return
             self._wake_pending = True
         self._loop.call_soon_threadsafe(self._wake.set)
 
-    def _ack(self, messages: list[_Incoming]) -> None:
+    def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        self._on_publishes([(msg.mid, msg.qos, msg.topic, bytes(msg.payload))])
+
+    def _ack(self, messages: list[Incoming]) -> None:
         client = self._client
         if client is None:
             return
         gen = self._generation
-        for m in messages:
-            if m.qos > 0 and m.generation == gen:
-                client.ack(m.mid, m.qos)
+        mine = [m for m in messages if m.qos > 0 and m.generation == gen]
+        client.ack_many([m.mid for m in mine if m.qos == 1])
+        for m in mine:
+            if m.qos == 2:
+                client.ack(m.mid, 2)
         self.metrics.inflight -= len(messages)
 
     # ------------------------------------------------------------------ batcher (event loop)
@@ -272,51 +215,46 @@ class IngestWorker:
         assert self._wake is not None
         assert self._queue is not None
         cfg = self.config
+        inbox = self._inbox
+        vocab = self._vocab
         while True:
             await self._wake.wait()
             with self._wake_lock:
                 self._wake.clear()
                 self._wake_pending = False
-            if not self._inbox:
+            if not inbox:
                 if self._stopping:
                     break
                 continue
-            batch: list[_Incoming] = []
+            batch: list[Incoming] = []
             n = 0
             deadline = time.monotonic() + cfg.linger_s
             now = utc_now()
             while n < cfg.max_batch_readings:
-                if not self._inbox:
+                if not inbox:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0 or self._stopping:
                         break
                     await asyncio.sleep(min(remaining, 0.005))
                     continue
-                m = self._inbox.popleft()
-                m.decoded = decode_batch(
-                    m.topic, m.payload, vocab=self._vocab, now=now, max_bytes=cfg.max_payload_bytes
-                )
-                if isinstance(m.decoded, Decoded):
-                    n += len(m.decoded.readings)
+                m = inbox.popleft()
+                d = m.decoded = decode_batch(m.topic, m.payload, vocab=vocab, now=now, max_bytes=cfg.max_payload_bytes)
+                if d.__class__ is Decoded:
+                    n += len(d.readings)
                 batch.append(m)
             self.metrics.inflight += len(batch)
             work = await self._prepare(batch)
             if work is None:
                 break
             await self._queue.put(work)
-            if self._inbox:
+            if inbox:
                 self._wake.set()
         for _ in range(cfg.writers):
             await self._queue.put(None)
 
-    async def _prepare(self, batch: list[_Incoming]) -> _Work | None:
+    async def _prepare(self, batch: list[Incoming]) -> Work | None:
         """The batch ready to write, or ``None`` when stopping with the database unreachable (left unacknowledged)."""
-        missing = any(
-            (m.decoded.gateway_id, r.address) not in self._bindings
-            for m in batch
-            if isinstance(m.decoded, Decoded)
-            for r in m.decoded.readings
-        )
+        missing = has_unknown_device(batch, self._bindings)
         delay = 0.2
         # an unknown device is refused only against a fresh enrolment map: never judge with the database down
         while missing and not await self._refresh_enrolment():
@@ -326,35 +264,9 @@ class IngestWorker:
             delay = min(delay * 2, 5.0)
         if not missing and time.monotonic() - self._last_refresh > self.config.enrolment_max_age_s:
             await self._refresh_enrolment()  # consent withdrawals and re-assignments take effect within the max age
-        work = _Work(batch, [], [], [])
-        for m in batch:
-            d = m.decoded
-            if isinstance(d, Rejected) or d is None:
-                reason = d.reason if d is not None else "not decoded"
-                gw = d.gateway_id if d is not None else None
-                work.lines.append([])
-                work.dead.append(self._dead(m, gw, reason))
-                work.sent_at.append(None)
-                self.metrics.rejected += 1
-                continue
-            lines, not_enrolled = copy_rows(d, self._bindings, work.latest, work.minutes)
-            m.bound_rejects = not_enrolled or None
-            reasons = d.rejects + not_enrolled
-            work.lines.append(lines)
-            work.sent_at.append(d.sent_at)
-            if reasons:
-                self.metrics.rejected += len(reasons)
-                shown = "; ".join(reasons[:10]) + (f"; ... ({len(reasons)} refused)" if len(reasons) > 10 else "")
-                # readings without consent in force are not kept anywhere: the dead letter has the reason and size only
-                keep = not any(r.endswith(CONSENT_WITHDRAWN) for r in reasons)
-                work.dead.append(self._dead(m, d.gateway_id, shown, keep_payload=keep))
-            else:
-                work.dead.append(None)
+        work = build_work(batch, self._bindings, dead_max_bytes=self.config.dead_letter_max_bytes)
+        self.metrics.rejected += work.rejected
         return work
-
-    def _dead(self, m: _Incoming, gateway_id: str | None, reason: str, *, keep_payload: bool = True) -> DeadLetter:
-        payload = m.payload[: self.config.dead_letter_max_bytes] if keep_payload else b""
-        return DeadLetter(m.topic, gateway_id, reason, payload, len(m.payload))
 
     async def _refresh_enrolment(self, *, force: bool = False) -> bool:
         """Reload the enrolment map (at most every ``enrolment_refresh_s``); False when the database is unreachable."""
@@ -389,8 +301,8 @@ class IngestWorker:
                 if work is None:
                     return
                 try:
-                    conn = await self._commit(conn, work)
-                except _Abandoned:
+                    conn = await self._committer.commit(conn, work)
+                except Abandoned:
                     continue  # stopping with the database down: left unacknowledged, the broker redelivers
                 except psycopg.Error:
                     # even the dead letter was refused: leave these messages unacknowledged (redelivered after a
@@ -404,15 +316,12 @@ class IngestWorker:
             if conn is not None:
                 await conn.close()
 
-    def _send_receipts(self, messages: list[_Incoming]) -> None:
+    def _send_receipts(self, messages: list[Incoming]) -> None:
         """Publish the commit receipts of a committed batch (before its messages are acknowledged)."""
         client = self._client
         if client is None or self.config.receipts is None:
             return
-        ids = self.config.receipts == "ids"
-        receipts, legacy = self._receipts.receipts(
-            outcome_of(m.decoded, refused=m.refused, bound_rejects=m.bound_rejects, ids=ids) for m in messages
-        )
+        receipts, legacy = self._receipts.receipts(receipt_outcomes(messages, ids=self.config.receipts == "ids"))
         for gw in legacy:
             log.warning("gateway %s sends batches without a batch name: old gateway, PUBACK mode, no receipts", gw)
         for r in receipts:
@@ -420,103 +329,18 @@ class IngestWorker:
             self.metrics.receipts += 1
             self.metrics.receipt_bytes += len(r.payload)
 
-    async def _connect(self) -> psycopg.AsyncConnection[Any]:
-        conn = await psycopg.AsyncConnection.connect(self.config.dsn, autocommit=True, connect_timeout=5)
-        await prepare_connection(conn)
-        return conn
 
-    async def _commit(self, conn: psycopg.AsyncConnection[Any] | None, work: _Work) -> psycopg.AsyncConnection[Any]:
-        """Write ``work`` until it is committed; returns the (possibly new) connection."""
-        delay = 0.1
-        split = False
-        while True:
-            try:
-                if conn is None or conn.closed:
-                    conn = await self._connect()
-                await (self._write_each(conn, work) if split else self._write_all(conn, work))
-            except (psycopg.OperationalError, psycopg.InterfaceError, psycopg.errors.DeadlockDetected) as exc:
-                self.metrics.db_errors += 1
-                if self._stopping:
-                    raise _Abandoned from exc
-                log.warning("database write failed (%s); retrying in %.1f s", str(exc).strip()[:200], delay)
-                if conn is not None and conn.broken:
-                    await conn.close()
-                    conn = None
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-            except psycopg.Error as exc:
-                if split:
-                    raise
-                log.warning("batch refused by the database (%s); writing message by message", str(exc)[:200])
-                split = True
-            else:
-                return conn
+#: Garbage collector thresholds of a standalone worker: a batch makes ~10 container objects per reading, nearly all
+#: acyclic and short-lived; at the default (700, 10, 10) the collector ran every ~70 readings and its older
+#: generations kept rescanning the live batches (~30 % of decode + row building, ``docs/benchmarks/ingest.md``).
+GC_THRESHOLDS: Final = (50_000, 20, 100)
 
-    async def _write_all(self, conn: psycopg.AsyncConnection[Any], work: _Work) -> None:
-        lines = [line for ls in work.lines for line in ls]
-        dead = [d for d in work.dead if d is not None]
-        t0 = time.perf_counter()
-        result = await write_batch(conn, lines, dead, list(work.latest.values()), minutes=work.minutes)
-        self._account(work, result.inserted, result.duplicate, len(dead), time.perf_counter() - t0)
-        await self._touch_gateways(conn, work)
 
-    async def _touch_gateways(self, conn: psycopg.AsyncConnection[Any], work: _Work) -> None:
-        """``gateways.last_seen_at`` for gateways that sent valid batches, at most every 10 s each (own statement,
-        after the commit: never part of the readings transaction, so workers do not queue on gateway rows)."""
-        now = time.monotonic()
-        due = sorted(
-            {
-                m.decoded.gateway_id
-                for m in work.messages
-                if isinstance(m.decoded, Decoded) and now - self._seen.get(m.decoded.gateway_id, -1e9) >= 10.0
-            }
-        )
-        if not due:
-            return
-        for gw in due:
-            self._seen[gw] = now
-        try:
-            await conn.execute(
-                "update gateways set last_seen_at = now() where id = any(%s)"
-                " and (last_seen_at is null or last_seen_at < now())",
-                (due,),
-            )
-        except psycopg.Error as exc:  # best effort: the next batch reconnects if the connection broke
-            log.debug("last_seen_at update failed: %s", exc)
-
-    async def _write_each(self, conn: psycopg.AsyncConnection[Any], work: _Work) -> None:
-        """Poison isolation: one transaction per message; a message the database refuses becomes a dead letter."""
-        inserted = duplicate = dead_n = 0
-        t0 = time.perf_counter()
-        for m, lines, dead in zip(work.messages, work.lines, work.dead, strict=True):
-            try:
-                r = await write_batch(conn, lines, [dead] if dead else [])
-                inserted += r.inserted
-                duplicate += r.duplicate
-                dead_n += 1 if dead else 0
-            except (psycopg.OperationalError, psycopg.InterfaceError):
-                raise
-            except psycopg.Error as exc:
-                reason = f"refused by the database: {str(exc).strip()[:300]}"
-                m.refused = reason
-                gw = m.decoded.gateway_id if m.decoded is not None else None
-                await write_batch(conn, [], [self._dead(m, gw, reason)])
-                self.metrics.rejected += len(lines)
-                dead_n += 1
-        self._account(work, inserted, duplicate, dead_n, time.perf_counter() - t0)
-
-    def _account(self, work: _Work, inserted: int, duplicate: int, dead: int, seconds: float) -> None:
-        m = self.metrics
-        m.batches += 1
-        m.messages += len(work.messages)
-        m.accepted += inserted
-        m.duplicate += duplicate
-        m.dead_letters += dead
-        m.commit_seconds.observe(seconds)
-        now = time.time()
-        for sent in work.sent_at:
-            if sent is not None:
-                m.publish_to_commit_seconds.observe(max(now - sent, 0.0))
+def tune_gc() -> None:
+    """Freeze what exists now (imports, settings: never garbage, no longer scanned) and collect less often."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 async def run(config: IngestConfig, *, metrics_port: int | None = None, metrics_host: str = "127.0.0.1") -> None:
@@ -532,6 +356,7 @@ async def run(config: IngestConfig, *, metrics_port: int | None = None, metrics_
         loop.add_signal_handler(sig, stop.set)
     server = await serve_metrics(worker.metrics, metrics_host, metrics_port) if metrics_port is not None else None
     await worker.start()
+    tune_gc()  # the process is the worker's alone (the embedded worker leaves the server's collector as it is)
     try:
         await stop.wait()
     finally:

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from teleconsult.ingest.payload import (
     CONSENT_WITHDRAWN,
+    R_ID,
     BatchV1,
     Decoded,
     Rejected,
@@ -71,7 +72,7 @@ def test_withdrawn_consent_refuses_the_patients_readings_only() -> None:
     kept = B(uuid.uuid4(), uuid.uuid4())
     lines, rejects = copy_rows(d, {("gw-1", "AA:01"): withdrawn, ("gw-1", "AA:02"): kept}, latest)  # type: ignore[arg-type]
     assert [line.split("\t")[0] for line in lines] == [str(kept.patient_id)]
-    assert rejects == [f"reading {d.readings[0].reading_id}: {CONSENT_WITHDRAWN}"]
+    assert rejects == [f"reading {d.readings[0][R_ID]}: {CONSENT_WITHDRAWN}"]
     assert [k[0] for k in latest] == [str(kept.patient_id)]
 
 
@@ -97,7 +98,7 @@ def test_bad_reading_is_refused_with_reason(mutate, reason: str) -> None:
     mutate(bad)
     d = decode(batch("gw-1", [good, bad]))
     assert isinstance(d, Decoded)
-    assert [r.reading_id for r in d.readings] == [good["id"]]
+    assert [r[R_ID] for r in d.readings] == [good["id"]]
     assert len(d.rejects) == 1
     assert d.rejects[0].startswith("readings[1]: ")
     assert reason in d.rejects[0]
