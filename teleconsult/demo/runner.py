@@ -151,9 +151,11 @@ class ConsultLauncher:
                 key=self.key, consultation_id=str(cid), role=Role.AGENT, subject=f"gateway-of-{pid}",
                 now=datetime.now(UTC),
             )  # fmt: skip
-            # The server's ICE list (the demo's coturn first): the agent also gathers a relay candidate.
+            # The server's ICE list (the demo's coturn first): the agent also gathers a relay candidate. No simulated
+            # vitals on the data channel: they would contradict the patient's own gateway, whose readings the panel
+            # shows through the server's vitals websocket (an in-process agent will send the gateway's own).
             argv = [PY, "-m", "teleconsult.cli.main", "consult", "join", "--token", token, "--server", self.base_url,
-                    "--no-camera", "--demo-vitals", "1"]  # fmt: skip
+                    "--no-camera"]  # fmt: skip
             self.sup.start(f"consult-{str(cid)[:8]}", argv, self.env, critical=False)
             started.append(str(cid))
         return started

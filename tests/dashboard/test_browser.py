@@ -167,9 +167,12 @@ async def test_screenshots_doctor_journey(stack: Stack, stranger: str, browser: 
     assert box_panel is not None
     assert box_panel["x"] >= box_video["x"] + box_video["width"] - 1  # beside the video, not over it
     assert await page.locator(".vp-toggle").is_hidden()  # the overlay toggle is for narrow screens only
-    lat = await page.evaluate("window.tbib.view.panel.metrics.callLatencyMs")
+    # reading taken in the agent -> drawn in the panel, for readings not held by the agent until the channel opened
+    lat = await page.evaluate(
+        "window.tbib.view.panel.metrics.callDraws.filter(([at, , sent]) => sent - at <= 20).map(([at, d]) => d - at)"
+    )
     assert lat, lat
-    assert max(lat) < 2000, lat
+    assert max(lat) < 1500, lat  # the bench measures it (vitals_panel_p95_ms); here only: drawn, and soon
     await page.fill("#consult-notes", "Désaturation à domicile ; reprise de l'oxygène, contrôle demain.")
     await shot(page, "consultation", update_docs)
     await page.click("#end-call")
@@ -329,7 +332,9 @@ async def test_english_switch_and_keyboard_navigation(stack: Stack, browser: Any
     await context.close()
 
 
-async def test_vitals_panel_server_fallback_alert_ack_stale_and_narrow_screen(stack: Stack, browser: Any) -> None:
+async def test_vitals_panel_server_fallback_alert_ack_stale_and_narrow_screen(
+    stack: Stack, browser: Any, update_docs: bool
+) -> None:
     """Without an agent in the call the panel shows the server's live vitals (the websocket fallback); an alert raised
     during the call is listed and acknowledged from the panel (stored); an old value gets the stale badge; on a narrow
     screen the panel lies over the video, behind a toggle."""
@@ -389,6 +394,7 @@ async def test_vitals_panel_server_fallback_alert_ack_stale_and_narrow_screen(st
     assert box_video is not None
     assert box_panel is not None
     assert box_video["x"] <= box_panel["x"] < box_video["x"] + box_video["width"]  # over the video
+    await shot(page, "consultation-narrow", update_docs)
     await page.click("#end-call")
     assert errors == []
     await context.close()
