@@ -248,6 +248,13 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
                 text=True,
             )
             res["restarted"] = restart.returncode == 0
+        if kind == "rabbitmq" and args.ingest_dsn:
+            from teleconsult.bench.broker_ingest import ingest_phase
+
+            tag += 1
+            cl = nodes("rabbitmq")
+            jobs = make_jobs(urls, args, tag, args.seconds, None)
+            res["ingest"] = await asyncio.to_thread(ingest_phase, cl, args.ingest_dsn, jobs, args.ingest_workers)
         report[kind] = res
         print(f"bench broker: {kind}: {json.dumps(res)}", file=sys.stderr)
     base = report.get("mosquitto", {}).get("throughput", {}).get("acked_readings_per_s")
@@ -272,6 +279,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--failover-seconds", type=float, default=16.0, help="failover phase length (kill at half)")
     p.add_argument("--failover-rate", type=float, default=200.0, help="batches/s of all publishers, failover phase")
     p.add_argument("--no-kill", action="store_true", help="throughput phases only")
+    p.add_argument("--ingest-dsn", help="also run tbib ingest --amqp-url on the RabbitMQ cluster (scratch database)")
+    p.add_argument("--ingest-workers", type=int, default=1, help="tbib ingest processes of that phase")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
     args = p.parse_args(argv)
     if args.gateways < args.publishers:
