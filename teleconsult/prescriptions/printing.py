@@ -92,6 +92,7 @@ def html_page(rx: Prescription, *, payload: str, code: str, cancelled: bool) -> 
 <html lang="fr"><head><meta charset="utf-8"><title>Ordonnance {escape(str(rx.id))}</title>
 <style>
 @page {{ size: A4; margin: 18mm; }}
+@media screen {{ body {{ padding: 12mm 0; }} }}
 body {{ font-family: "DejaVu Sans", Arial, sans-serif; font-size: 11pt; color: #111;
   max-width: 180mm; margin: 0 auto; }}
 header {{ display: flex; justify-content: space-between; border-bottom: 2px solid #111; padding-bottom: 4mm; }}
