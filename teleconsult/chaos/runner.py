@@ -152,6 +152,8 @@ class Run:
         while f.target in self.state.paused or f.target in self.state.link_down:  # a paused target is resumed first
             self.service(time.monotonic() + 0.2)
         assert self.fleet is not None
+        if self.links is not None:
+            self.links.check()  # the delay line thread is alive
         if f.kind is Kind.LINK_OUTAGE:
             self._link(f.target, down=True)
             self.state.link_down[f.target] = time.monotonic() + f.duration
