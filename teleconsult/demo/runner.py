@@ -277,6 +277,7 @@ def _start_and_watch(
     out(f"  tbib demo is running: open {base_url}/")
     out(f"  login: {cast.doctor}   password: {cast.password}")
     out(f"  patient space: {base_url}/patient   login: {cast.patient}   same password")
+    out(f"  pharmacy:      {base_url}/#/pharmacy   login: {cast.pharmacist}   same password")
     out(f"  data and logs: {data}   (Ctrl-C to stop; the data is kept)")
     out("")
     while True:

@@ -34,6 +34,9 @@ NAMES: Final = (
 DOCTOR: Final = "dr.demo"
 #: The first demo patient's own account (the patient space, /patient), same password as the doctor.
 PATIENT: Final = "patient.demo"
+#: The demo pharmacy's pharmacist (e-prescriptions, ``#/pharmacy``), same password as the doctor.
+PHARMACIST: Final = "pharmacie.demo"
+PHARMACY_ID: Final = uuid.UUID("2f0c8a51-6b7e-4d3a-9c1f-5e8d7a6b4c30")
 NAMESPACE: Final = uuid.UUID("5b7f3c1e-9d0a-4f57-8a53-0c1d2e3f4a5b")
 
 
@@ -59,6 +62,8 @@ class DemoCast:
     patients: list[DemoPatient]
     patient: str = PATIENT
     """The first patient's own account."""
+    pharmacist: str = PHARMACIST
+    """The demo pharmacy's pharmacist account."""
 
 
 def credentials(data_dir: Path) -> tuple[str, str]:
@@ -103,6 +108,19 @@ def seed(dsn: str, patients: list[DemoPatient], password: str) -> DemoCast:
         ).fetchone()
         assert row is not None
         doctor_id = uuid.UUID(str(row[0]))
+        # Printed on the ordonnance; a made-up number, marked as such.
+        conn.execute("update users set registration_number = 'DEMO-0001' where id = %s", (doctor_id,))
+        conn.execute(
+            "insert into pharmacies (id, name, city, address) values (%s, 'Pharmacie de démonstration', 'Rabat',"
+            " 'Avenue Mohammed V') on conflict (id) do nothing",
+            (PHARMACY_ID,),
+        )
+        conn.execute(
+            "insert into users (username, display_name, role, password_hash, pharmacy_id)"
+            " values (%s, %s, 'pharmacist', %s, %s) on conflict (username) do update"
+            " set password_hash = excluded.password_hash, pharmacy_id = excluded.pharmacy_id, disabled = false",
+            (PHARMACIST, "Pharmacien Démo", hash_password(password), PHARMACY_ID),
+        )
         for p in patients:
             conn.execute(
                 "insert into patients (id, display_name) values (%s, %s)"

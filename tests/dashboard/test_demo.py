@@ -125,6 +125,17 @@ def test_demo_starts_serves_and_stops(demo: Callable[..., DemoRun], data_dir: Pa
     assert r.status_code == 200, r.text
     headers = {"Authorization": f"Bearer {r.json()['access_token']}"}
     assert httpx.get(f"{base}/", timeout=10).status_code == 200
+    # The demo pharmacy's pharmacist logs in and belongs to it (the e-prescription loop can be tried end to end).
+    run.wait_for("pharmacie.demo", 10)
+    r = httpx.post(
+        f"{base}/api/v1/auth/login", json={"username": "pharmacie.demo", "password": password.group(1)}, timeout=30
+    )
+    assert r.status_code == 200, r.text
+    me = httpx.get(
+        f"{base}/api/v1/pharmacy/me", headers={"Authorization": f"Bearer {r.json()['access_token']}"}, timeout=10
+    )
+    assert me.status_code == 200, me.text
+    assert "démonstration" in me.text
     rows: list[dict[str, object]] = []
     for _ in range(120):
         rows = httpx.get(f"{base}/api/v1/patients", headers=headers, timeout=10).json()["patients"]
