@@ -11,6 +11,8 @@ from pydantic import Field
 
 from teleconsult.api.deps import CurrentAdmin, Pool, audit, client_addr
 from teleconsult.api.schemas import ApiModel, Password, SafeText, Username, UserOut
+from teleconsult.errors import ConflictError, NotFoundError
+from teleconsult.prescriptions import store as rx_store
 from teleconsult.security import accounts
 from teleconsult.security.models import Role
 
@@ -25,6 +27,8 @@ class UserCreate(ApiModel):
     role: Role
     display_name: Annotated[SafeText, Field(max_length=200)] = ""
     patient_id: uuid.UUID | None = None
+    pharmacy_id: uuid.UUID | None = None
+    """Pharmacist accounts only: the pharmacy they work at (``POST /pharmacies``); linked in the same transaction."""
 
 
 @router.get("", summary="List accounts")
@@ -36,8 +40,13 @@ async def list_users(_admin: CurrentAdmin, pool: Pool) -> list[UserOut]:
 
 @router.post("", status_code=status.HTTP_201_CREATED, summary="Create an account")
 async def create_user(body: UserCreate, request: Request, admin: CurrentAdmin, pool: Pool) -> UserOut:
-    """409 for a taken username, a password under 10 characters or a role/patient mismatch; 404 unknown patient."""
-    async with pool.connection() as conn:
+    """409 for a taken username, a password under 10 characters, a role/patient or role/pharmacy mismatch; 404 unknown
+    patient or pharmacy."""
+    if body.pharmacy_id is not None and body.role is not Role.PHARMACIST:
+        raise ConflictError("only pharmacist accounts belong to a pharmacy")
+    async with pool.connection() as conn, conn.transaction():
+        if body.pharmacy_id is not None and not await rx_store.pharmacy_exists(conn, body.pharmacy_id):
+            raise NotFoundError("pharmacy", body.pharmacy_id)
         user = await accounts.create_user(
             conn,
             username=body.username,
@@ -46,6 +55,8 @@ async def create_user(body: UserCreate, request: Request, admin: CurrentAdmin, p
             display_name=body.display_name,
             patient_id=body.patient_id,
         )
+        if body.pharmacy_id is not None:
+            await rx_store.add_member(conn, body.pharmacy_id, user.id)
     await audit(pool, admin, action="user.create", resource="POST /api/v1/users", outcome="success",
                 client_addr=client_addr(request), detail={"user": user.username, "role": user.role.value})  # fmt: skip
     return UserOut.of(user)

@@ -188,6 +188,8 @@ MATRIX: dict[tuple[str, str], Entry] = {
     ),
     ("GET", "/api/v1/care-team/mine"): Entry(staff_only()),
     # gateway and device enrolment (issue 19 item 6): factories in tests/teleconsult/security/gateway_matrix_support.py
+    ("GET", "/api/v1/admin/patients"): Entry(admin_only()),
+    ("POST", "/api/v1/admin/patients"): Entry(admin_only(201), body=lambda ctx: {"display_name": "Nouveau Patient"}),
     ("GET", "/api/v1/gateways"): Entry(admin_only()),
     ("POST", "/api/v1/gateways"): Entry(admin_only(201), body=gw.enrol_body),
     ("POST", "/api/v1/gateways/provision"): Entry(lambda caller, assigned: 401, body=gw.bad_code),
