@@ -81,6 +81,10 @@ async function route() {
     } catch (err) {
       main.textContent = t("consult.error", { detail: err.message });
     }
+  } else if (name === "admin" && user.role === "admin") {
+    // Account, care-team, gateway and device administration (issue 19 item 6).
+    const { AdminView } = await import("./admin.js");
+    setView(new AdminView(main));
   } else if (name === "alerts") {
     setView(new Inbox(main, state));
   } else {
