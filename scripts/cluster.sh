@@ -183,18 +183,19 @@ rmq_up() {
 rmq_down() {
     [ -f "$CL/ports.env" ] || return 0
     ports
+    # RabbitMQ removes its pid file as soon as it starts stopping: remember the pids, then wait for them
+    local i p pids=()
     for i in "${NODES[@]}"; do
         if pid_alive "$RB/r$i/pid"; then
-            kill "$(cat "$RB/r$i/pid")" 2>/dev/null || true  # SIGTERM: RabbitMQ's orderly shutdown
+            p=$(cat "$RB/r$i/pid"); pids+=("$i:$p")
+            kill "$p" 2>/dev/null || true  # SIGTERM: RabbitMQ's orderly shutdown
         fi
     done
-    for i in "${NODES[@]}"; do
-        if pid_alive "$RB/r$i/pid"; then
-            local p; p=$(cat "$RB/r$i/pid")
-            for _ in $(seq 1 300); do kill -0 "$p" 2>/dev/null || break; sleep 0.2; done
-            kill -0 "$p" 2>/dev/null && { log "tbib-r$i did not stop in 60 s: kill -9"; kill -9 "$p" 2>/dev/null || true; }
-            log "RabbitMQ node tbib-r$i stopped"
-        fi
+    for entry in "${pids[@]}"; do
+        i=${entry%%:*}; p=${entry#*:}
+        for _ in $(seq 1 300); do kill -0 "$p" 2>/dev/null || break; sleep 0.2; done
+        if kill -0 "$p" 2>/dev/null; then log "tbib-r$i did not stop in 60 s: kill -9"; kill -9 "$p" 2>/dev/null || true; fi
+        log "RabbitMQ node tbib-r$i stopped"
     done
     # our own epmd (ERL_EPMD_PORT), never the machine's on 4369
     (export ERL_EPMD_PORT="$EPMD_PORT"; epmd_bin=$(ls /usr/lib/erlang/erts-*/bin/epmd 2>/dev/null | head -n1)
