@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import statistics
 import subprocess
@@ -13,6 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -188,3 +190,29 @@ def test_sweep_removes_namespaces_of_dead_runs() -> None:
     ns, links = _names()
     assert stale not in ns
     assert "tbdead00h" not in links
+
+
+@needs_netns
+@pytest.mark.skipif(os.geteuid() != 0, reason="the private PostgreSQL cluster runs as user postgres (needs root)")
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_run_removes_its_namespaces_and_gateways(sig: signal.Signals) -> None:
+    """Ctrl-C (SIGINT) or SIGTERM in the middle of `tbib chaos --link`: the namespaces, veths and the gateway
+    processes inside them are gone when it exits."""
+    argv = [sys.executable, "-m", "teleconsult.cli.main", "chaos", "--faults", "0", "--gateways", "1", "--workers",
+            "1", "--link", "clean", "--long-outage", "1000000", "--json"]  # fmt: skip
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    prefix = f"{netem.NS_PREFIX}{proc.pid}-"
+    deadline = time.monotonic() + 120
+    inside: list[str] = []
+    while time.monotonic() < deadline and not inside:
+        for name in _names()[0].split():
+            if name.startswith(prefix):
+                inside = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True).stdout.split()
+        time.sleep(0.5)
+    assert inside, "no gateway ever ran in the run's namespace"
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0, err[-500:]
+    assert prefix not in _names()[0]
+    for pid in inside:
+        assert not Path(f"/proc/{pid}").exists(), f"gateway {pid} survived"
