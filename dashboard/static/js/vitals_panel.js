@@ -10,6 +10,7 @@
 // animation frame that drew it (the "value on the doctor's screen" figure of `tbib bench call`).
 import { post } from "./api.js";
 import { fmtAge, fmtDateTime, fmtNumber, t } from "./i18n.js";
+import { ALERT_ACTIONS, ruleLabel } from "./inbox.js";
 
 // Expected time between two readings (s): older is "stale". Continuous devices stream every second or so during a
 // call; spot devices (cuff, thermometer, scale, glucose meter) are measured a few times a day at home.
@@ -296,7 +297,7 @@ export class VitalsPanel {
     this.alertList.replaceChildren(...mine.map((a) => {
       const li = el("li", `alert sev-${a.severity} state-${a.state}`);
       li.dataset.alertId = a.id;
-      const rule = a.rule.startsWith("no_data:") ? t("rule.no_data", { metric: t(`metric.${a.rule.slice(8)}`) }) : t(`rule.${a.rule}`);
+      const rule = ruleLabel(a.rule);
       li.append(el("span", `pill sev-${a.severity}`, t(`sev.${a.severity}`)), " ", el("span", "rule", rule), " ");
       const when = el("time", "", fmtDateTime(a.raised_at, { timeStyle: "medium" }));
       when.dateTime = a.raised_at;
@@ -317,7 +318,7 @@ export class VitalsPanel {
     this._acking.add(alert.id);
     if (button) button.disabled = true;
     try {
-      await post(`/alerts/${alert.id}/acknowledge`, { note: t("vp.ack.note") });
+      await post(ALERT_ACTIONS.acknowledge(alert.id), { note: t("vp.ack.note") });
     } catch (err) {
       this._acking.delete(alert.id);
       if (button) { button.disabled = false; button.title = t("alert.failed", { detail: err.detail || err.message }); }
