@@ -25,7 +25,6 @@ import io
 import os
 import secrets
 import statistics
-import subprocess
 import sys
 import time
 import uuid
@@ -39,7 +38,8 @@ import httpx
 import orjson
 import psycopg
 
-from teleconsult.bench.ingest import REPO, free_port, project_dsn
+from teleconsult.bench.apiserver import ApiServer, percentile
+from teleconsult.bench.ingest import project_dsn
 from teleconsult.store.migrate import upgrade
 
 #: Throwaway credentials of the benchmark's own database and server.
@@ -56,8 +56,7 @@ def log(msg: str) -> None:
 
 def p95(values: Sequence[float]) -> float:
     """95th percentile (nearest rank)."""
-    ordered = sorted(values)
-    return ordered[max(0, round(0.95 * len(ordered)) - 1)]
+    return percentile(values, 0.95)
 
 
 def _rid(tag: int, i: int) -> str:
@@ -183,39 +182,6 @@ def setup(dsn: str, rows: int, background_patients: int, days: int) -> dict[str,
     }
 
 
-class Server:
-    """`tbib server` in a subprocess on a free port."""
-
-    def __init__(self, dsn: str) -> None:
-        self.port = free_port()
-        env = os.environ | {
-            "TBIB_DATABASE_URL": dsn,
-            "TBIB_SECRET_KEY": SECRET,
-            "TBIB_ENV": "test",
-            "TBIB_ACCESS_TOKEN_TTL_S": "7200",
-            "TBIB_COOKIE_SECURE": "false",
-        }
-        self.proc = subprocess.Popen(  # noqa: S603 - our own CLI
-            [sys.executable, "-m", "teleconsult.cli.main", "server", "--port", str(self.port)],
-            cwd=REPO,
-            env=env,
-        )
-        self.url = f"http://127.0.0.1:{self.port}"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError("tbib server did not start")
-
-    def close(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(20)
-
-
 class Validator:
     """Counts resources parsed with fhir.resources (R4B) and those that fail."""
 
@@ -312,7 +278,7 @@ def import_bundles(patient: uuid.UUID, n_obs: int, size: int) -> list[bytes]:
 def run(dsn: str, args: argparse.Namespace) -> dict[str, Any]:
     """All phases; the result dict."""
     ids = setup(dsn, args.rows, args.background_patients, args.everything_days)
-    server = Server(dsn)
+    server = ApiServer(dsn, SECRET)
     v = Validator()
     result: dict[str, Any] = {"rows": ids["rows"], "load_s": round(ids["load_s"], 1)}
     try:

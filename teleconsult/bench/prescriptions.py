@@ -23,7 +23,6 @@ import os
 import random
 import secrets
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -40,7 +39,8 @@ import httpx
 import orjson
 import psycopg
 
-from teleconsult.bench.ingest import REPO, free_port, project_dsn
+from teleconsult.bench.apiserver import ApiServer, percentile
+from teleconsult.bench.ingest import project_dsn
 from teleconsult.security.passwords import hash_password
 from teleconsult.store.migrate import upgrade
 
@@ -54,44 +54,10 @@ def log(msg: str) -> None:
     print(f"bench prescriptions: {msg}", file=sys.stderr, flush=True)
 
 
-def pct(values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile."""
-    ordered = sorted(values)
-    return ordered[max(0, round(q * len(ordered)) - 1)]
-
-
-class Server:
-    """`tbib server` in a subprocess on a free port, signing with a key in a temporary directory."""
-
-    def __init__(self, dsn: str, key_dir: Path) -> None:
-        self.port = free_port()
-        ext = orjson.dumps({"prescriptions": {"signing_key_file": str(key_dir / "signing.pem")}}).decode()
-        env = os.environ | {
-            "TBIB_DATABASE_URL": dsn,
-            "TBIB_SECRET_KEY": SECRET,
-            "TBIB_ENV": "test",
-            "TBIB_ACCESS_TOKEN_TTL_S": "7200",
-            "TBIB_COOKIE_SECURE": "false",
-            "TBIB_EXT": ext,
-            "TBIB_DB_POOL_MAX_SIZE": "10",
-        }
-        self.proc = subprocess.Popen(  # noqa: S603 - our own CLI
-            [sys.executable, "-m", "teleconsult.cli.main", "server", "--port", str(self.port)], cwd=REPO, env=env
-        )
-        self.url = f"http://127.0.0.1:{self.port}"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError("tbib server did not start")
-
-    def close(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(20)
+def start_server(dsn: str, key_dir: Path) -> ApiServer:
+    """``tbib server`` signing with a key in a temporary directory."""
+    ext = orjson.dumps({"prescriptions": {"signing_key_file": str(key_dir / "signing.pem")}}).decode()
+    return ApiServer(dsn, SECRET, {"TBIB_EXT": ext, "TBIB_DB_POOL_MAX_SIZE": "10"})
 
 
 def seed(dsn: str, patients: int, pharmacies: int) -> tuple[list[uuid.UUID], list[str]]:
@@ -140,7 +106,7 @@ def run(dsn: str, args: argparse.Namespace) -> dict[str, Any]:
     """All phases; the result dict."""
     patients, pharmacists = seed(dsn, args.prescriptions, args.pharmacies)
     key_dir = Path(tempfile.mkdtemp(prefix="tbib-bench-rx-"))
-    server = Server(dsn, key_dir)
+    server = start_server(dsn, key_dir)
     try:
         doctor = httpx.Client(
             base_url=f"{server.url}/api/v1",
@@ -161,7 +127,7 @@ def run(dsn: str, args: argparse.Namespace) -> dict[str, Any]:
             r.raise_for_status()
             body = r.json()
             rxs.append((body["id"], body["access_code"], len(body["lines"])))
-        log(f"issued {len(rxs)} prescriptions, p95 {pct(issue_ms, 0.95):.1f} ms")
+        log(f"issued {len(rxs)} prescriptions, p95 {percentile(issue_ms, 0.95):.1f} ms")
         tokens = [login(server.url, n) for n in pharmacists]
         clients = [
             httpx.Client(base_url=f"{server.url}/api/v1", headers={"Authorization": f"Bearer {t}"}, timeout=60)
@@ -238,12 +204,12 @@ def run(dsn: str, args: argparse.Namespace) -> dict[str, Any]:
             "over_dispensed": int(over[0]),
             "counter_mismatch": int(over[1]),
             "dispense_p50_ms": round(statistics.median(dispense_ms), 1),
-            "dispense_p95_ms": round(pct(dispense_ms, 0.95), 1),
+            "dispense_p95_ms": round(percentile(dispense_ms, 0.95), 1),
             "dispense_max_ms": round(max(dispense_ms), 1),
             "dispense_wall_s": round(wall_s, 2),
-            "lookup_p95_ms": round(pct(lookup_ms, 0.95), 1),
-            "dispense_to_lookup_p95": round(pct(dispense_ms, 0.95) / pct(lookup_ms, 0.95), 2),
-            "issue_p95_ms": round(pct(issue_ms, 0.95), 1),
+            "lookup_p95_ms": round(percentile(lookup_ms, 0.95), 1),
+            "dispense_to_lookup_p95": round(percentile(dispense_ms, 0.95) / percentile(lookup_ms, 0.95), 2),
+            "issue_p95_ms": round(percentile(issue_ms, 0.95), 1),
             "tamper_view_invalid": view["signature"]["valid"] is False,
             "tamper_dispense_rejected": isinstance(tamper_detail, dict)
             and tamper_detail.get("code") == "signature_invalid",
