@@ -10,6 +10,7 @@
 #                                TBIB_TEST_TURN_URL, TBIB_TEST_TURN_SECRET)
 #   scripts/services.sh timescaledb   build/install TimescaleDB only
 #   scripts/services.sh cluster up|down|status [all|rabbitmq|nats]   3-node broker clusters (scripts/cluster.sh)
+#   scripts/services.sh pgcluster up|down|status   PostgreSQL failover pair: Patroni + etcd + HAProxy (scripts/pgcluster.sh)
 #
 # TBIB_TEST_DSN / TBIB_TEST_MQTT_URL / TBIB_TEST_TURN_URL (+ TBIB_TEST_TURN_SECRET), when set, name existing
 # services: this script then starts nothing for them.
@@ -286,6 +287,7 @@ print_env() {
 
 case "${1:-status}" in
     cluster) shift; exec "$REPO/scripts/cluster.sh" "$@" ;;  # 3-node RabbitMQ and NATS clusters (docs/scale-out.md)
+    pgcluster) shift; exec "$REPO/scripts/pgcluster.sh" "$@" ;;  # Patroni + etcd + HAProxy pair (docs/scale-out.md)
     up|down)
         # Optional second argument: only one of them (the demo uses the project's PostgreSQL with its own broker and
         # its own coturn).
@@ -305,5 +307,5 @@ case "${1:-status}" in
         if mq_running; then echo "mosquitto: running on 127.0.0.1:$(cat "$STATE/mqtt.port")"; else echo "mosquitto: stopped"; fi
         if turn_running; then echo "coturn: running on 127.0.0.1:$(cat "$STATE/turn.port")"; else echo "coturn: stopped"; fi
         ;;
-    *) echo "usage: $0 up|down [all|postgres|mosquitto|turn] | status|env|timescaledb | cluster up|down|status [all|rabbitmq|nats]" >&2; exit 2 ;;
+    *) echo "usage: $0 up|down [all|postgres|mosquitto|turn] | status|env|timescaledb | cluster up|down|status [all|rabbitmq|nats] | pgcluster up|down|status" >&2; exit 2 ;;
 esac

@@ -1,4 +1,5 @@
-"""`tbib services up|down|status|env`: our own PostgreSQL/TimescaleDB, Mosquitto and coturn (scripts/services.sh)."""
+"""`tbib services up|down|status|env|cluster|pgcluster`: our own PostgreSQL/TimescaleDB, Mosquitto and coturn, the
+broker clusters and the Patroni PostgreSQL pair (scripts/services.sh)."""
 
 from __future__ import annotations
 
@@ -15,12 +16,13 @@ SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "services.sh"
 def add_parser(sub: Any) -> None:
     """Register `tbib services`."""
     parser = sub.add_parser("services", help="start/stop the project's own TimescaleDB, Mosquitto and coturn for tests")
-    parser.add_argument("action", choices=["up", "down", "status", "env", "cluster"], help="what to do")
+    parser.add_argument("action", choices=["up", "down", "status", "env", "cluster", "pgcluster"], help="what to do")
     parser.add_argument(
         "cluster_args",
         nargs="*",
         metavar="ARG",
-        help="after 'cluster': up|down|status [all|rabbitmq|nats] (3-node broker clusters, docs/scale-out.md)",
+        help="after 'cluster': up|down|status [all|rabbitmq|nats] (3-node broker clusters); after 'pgcluster':"
+        " up|down|status (Patroni + etcd + HAProxy PostgreSQL pair); docs/scale-out.md",
     )
     parser.set_defaults(func=_run)
 
@@ -32,6 +34,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.action == "cluster":
         if not extra or extra[0] not in ("up", "down", "status") or len(extra) > 2:
             raise CliError("usage: tbib services cluster up|down|status [all|rabbitmq|nats]")
+    elif args.action == "pgcluster":
+        if len(extra) != 1 or extra[0] not in ("up", "down", "status"):
+            raise CliError("usage: tbib services pgcluster up|down|status")
     elif extra:
         raise CliError(f"'tbib services {args.action}' takes no further arguments")
     return subprocess.run([str(SCRIPT), args.action, *extra], check=False).returncode  # noqa: S603
