@@ -64,3 +64,12 @@ class ConsultError(GatewayError):
     def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message)
         self.code = code
+
+
+class CommandRejectedError(GatewayError, ValueError):
+    """A message on our ``commands`` topic was refused (garbage or a forgery); ``reason`` is the code counted and
+    reported (``malformed``, ``bad-signature``, ``expired``, ``replayed``, ...: :mod:`gateway_agent.commands`)."""
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
