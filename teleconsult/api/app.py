@@ -25,6 +25,7 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontext
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+import psycopg
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
@@ -35,6 +36,7 @@ from teleconsult.api import extensions as extensions_pkg
 from teleconsult.api import routes as routes_pkg
 from teleconsult.api.headers import SecurityHeadersMiddleware
 from teleconsult.settings import Settings
+from teleconsult.store.failover import check_writable
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +90,7 @@ def create_app(settings: Settings, extensions: Sequence[Extension] | None = None
             max_size=settings.db_pool_max_size,
             open=False,
             name="tbib-api",
+            check=check_writable,  # after a failover no request gets a dead or demoted connection
         )
         await pool.open(wait=False)
         app.state.pool = pool
@@ -162,4 +165,10 @@ def _install_error_handlers(app: FastAPI) -> None:
         log.error("unhandled %s", type(exc).__name__, exc_info=exc)
         return _problem(500, "internal error")
 
+    async def on_database_unavailable(_request: Request, exc: Exception) -> JSONResponse:
+        # the database is unreachable or failing over (docs/scale-out.md): temporary, the client may retry
+        log.warning("database unavailable: %s", str(exc).strip()[:200])
+        return _problem(503, "database unavailable, retry shortly", {"Retry-After": "2"})
+
     app.add_exception_handler(errors.TeleconsultError, on_error)
+    app.add_exception_handler(psycopg.OperationalError, on_database_unavailable)
