@@ -1,8 +1,8 @@
 """Committing one batch until it is stored: retries with backoff, poison isolation, ``gateways.last_seen_at``.
 
-- A connection or deadlock error is retried with backoff on a fresh connection (the write is idempotent,
-  :mod:`.writer`, so an unknown commit outcome is safe); while the worker stops, :class:`Abandoned` is raised instead
-  (the batch stays unacknowledged: the broker redelivers it).
+- A connection, standby (read-only after a failover) or deadlock error is retried with backoff on a fresh
+  connection (the write is idempotent, :mod:`.writer`, so an unknown commit outcome is safe); while
+  the worker stops, :class:`Abandoned` is raised instead (the batch stays unacknowledged: the broker redelivers it).
 - A batch refused for a data reason is written again one transaction per message; a message still refused becomes a
   dead letter (:attr:`.batch.Incoming.refused`, which its commit receipt reports).
 """
@@ -20,10 +20,13 @@ import psycopg
 from teleconsult.ingest.batch import Work, account, dead_letter, due_gateways
 from teleconsult.ingest.metrics import IngestMetrics
 from teleconsult.ingest.writer import prepare_connection, write_batch
+from teleconsult.store.failover import RETRYABLE
 
 log = logging.getLogger("teleconsult.ingest.worker")
 
-_RETRIED = (psycopg.OperationalError, psycopg.InterfaceError, psycopg.errors.DeadlockDetected)
+#: Connection loss, a standby reached after a failover (``ReadOnlySqlTransaction``: never a data reason, so never a
+#: dead letter), a deadlock: retried on a fresh connection (:mod:`teleconsult.store.failover`).
+_RETRIED = RETRYABLE
 
 
 class Abandoned(Exception):
@@ -60,8 +63,8 @@ class Committer:
                 if self.stopping():
                     raise Abandoned from exc
                 log.warning("database write failed (%s); retrying in %.1f s", str(exc).strip()[:200], delay)
-                if conn is not None and conn.broken:
-                    await conn.close()
+                if conn is not None and (conn.broken or isinstance(exc, psycopg.errors.ReadOnlySqlTransaction)):
+                    await conn.close()  # a demoted server stays read-only: reconnect (the DSN finds the leader)
                     conn = None
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
@@ -105,7 +108,7 @@ class Committer:
                 inserted += r.inserted
                 duplicate += r.duplicate
                 dead_n += 1 if dead else 0
-            except (psycopg.OperationalError, psycopg.InterfaceError):
+            except _RETRIED:
                 raise
             except psycopg.Error as exc:
                 reason = f"refused by the database: {str(exc).strip()[:300]}"
