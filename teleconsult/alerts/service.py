@@ -12,6 +12,11 @@ Inputs
 - ``tbib/v1/gw/+/status`` (retained ``online``/``offline``) when a broker URL is given: gateway state for no-data.
 - The engine's timer.
 
+Failover (docs/scale-out.md): any database error ends the leadership (the lock's session may be gone with the old
+PostgreSQL leader); the loop reconnects every ``retry_s`` through the DSN (HAProxy or libpq multi-host), takes the lock
+on the new leader, stores again the events of a store transaction whose outcome was unknown (idempotent,
+:mod:`teleconsult.alerts.store`), then rebuilds the engine from the store.
+
 Output: engine events, stored with :func:`store.record_engine_events` (which notifies every node's hub). Events are
 stored at most :data:`FLUSH_AFTER_S` after the notification that caused them, not after the rest of a burst of
 notifications (an alert storm still batches its events into few transactions).
@@ -43,6 +48,7 @@ from teleconsult.alerts import store
 from teleconsult.alerts.engine import Engine
 from teleconsult.alerts.model import AlertEvent, AlertKey, Reading
 from teleconsult.alerts.rules import EngineConfig
+from teleconsult.store.failover import RETRYABLE
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +57,9 @@ LEADER_LOCK: Final = 0x7462_6962_616C_7274
 #: Longest time an engine event waits for the rest of a burst of notifications before it is stored.
 FLUSH_AFTER_S: Final = 0.005
 STATUS_TOPIC: Final = "tbib/v1/gw/+/status"
+#: Events of a store transaction that failed are stored again by the next leadership of this process if it starts
+#: within this many seconds (a PostgreSQL failover takes 10-30 s).
+UNSTORED_MAX_AGE_S: Final = 120.0
 #: Start of an alert frame as :func:`store.notify_payload` encodes it: id and event kind.
 _FRAME_HEAD: Final = re.compile(r'\{"type":"alert","id":(\d+),"event":"(\w+)"')
 
@@ -99,6 +108,9 @@ class EngineService:
         """Set while this process is the leader and its engine is rebuilt."""
         self.engine: Engine | None = None
         self.stored_events = 0
+        self.retried_events = 0
+        """Events of a failed store transaction stored again after the leadership was regained."""
+        self._unstored: tuple[float, list[AlertEvent]] | None = None
         self._inbox: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
 
     async def run(self) -> None:
@@ -125,6 +137,7 @@ class EngineService:
         ):
             await listen.execute(f"listen {store.READINGS_CHANNEL}")
             await listen.execute(f"listen {store.EVENTS_CHANNEL}")
+            await self._retry_unstored(work)
             engine = Engine(self.config)
             cursor = await self._rebuild(engine, work)
             self.engine = engine
@@ -261,8 +274,29 @@ class EngineService:
 
     async def _store(self, work: psycopg.AsyncConnection[Any], events: list[AlertEvent]) -> None:
         if events:
-            stored = await store.record_engine_events(work, events)
+            try:
+                stored = await store.record_engine_events(work, events)
+            except RETRYABLE:
+                # outcome unknown (the leader may have died at COMMIT): kept for the next leadership, then stored
+                # again (idempotent: a committed event is not logged twice); the engine itself is rebuilt
+                self._unstored = (time.monotonic(), list(events))
+                raise
             self.stored_events += len(stored)
+
+    async def _retry_unstored(self, work: psycopg.AsyncConnection[Any]) -> None:
+        """Store the events of the transaction that failed when the last leadership ended (if still recent: older
+        ones the rebuilt engine derives again from the store and the readings)."""
+        if self._unstored is None:
+            return
+        failed_at, events = self._unstored
+        self._unstored = None
+        if time.monotonic() - failed_at > UNSTORED_MAX_AGE_S:
+            log.warning("alert engine: %d events of a failed transaction dropped (too old to replay)", len(events))
+            return
+        stored = await store.record_engine_events(work, events)
+        self.stored_events += len(stored)
+        self.retried_events += len(stored)
+        log.info("alert engine: retried %d events, %d were not stored yet", len(events), len(stored))
 
     def _start_mqtt(self, loop: asyncio.AbstractEventLoop) -> Any:
         """Subscribe to the gateways' retained status topics (paho's own thread) and forward them to the loop."""

@@ -10,6 +10,12 @@ Contract
   Each event is announced with ``NOTIFY tbib_alert_events`` (delivered at commit, to every node, in commit order =
   id order): the payload is the websocket frame itself (JSON) when it is under 7000 bytes, else the event id.
 - Every function takes an open ``psycopg.AsyncConnection`` and runs its own transaction block.
+- Engine events are idempotent (a transaction retried after a lost connection or a PostgreSQL failover, whose first
+  attempt may have committed, :mod:`teleconsult.store.failover`): storing the same event (same kind, key, time and
+  details) again changes nothing and logs no second event -- a replayed ``raised`` finds an alert of that key raised
+  at that time (open or not), ``updated`` its ``updated_at``/severity/details, ``escalated`` its ``escalated_at``;
+  ``cleared`` finds the alert resolved; and no event applies to an alert raised after it. A clinician's
+  acknowledge/resolve retried after it committed gets :class:`AlertStateError` (state reached, no second event).
 """
 
 from __future__ import annotations
@@ -76,18 +82,23 @@ def _log(cte: str) -> str:
 
 _RAISE: Final = _log(
     "insert into alerts (patient_id, rule, severity, state, raised_at, updated_at, details) "
-    "values (%(patient)s, %(rule)s, %(severity)s, 'open', %(at)s, %(at)s, %(details)s) "
+    "select %(patient)s::uuid, %(rule)s::text, %(severity)s::text, 'open', %(at)s::timestamptz, %(at)s::timestamptz,"
+    " %(details)s::jsonb where not exists (select 1 from alerts where patient_id = %(patient)s and rule = %(rule)s"
+    " and raised_at = %(at)s) "
     "on conflict (patient_id, rule) where state <> 'resolved' do update set severity = excluded.severity, "
-    "updated_at = excluded.updated_at, details = excluded.details returning *"
+    "updated_at = excluded.updated_at, details = excluded.details "
+    "where alerts.raised_at <> excluded.raised_at returning *"
 )
 _UPDATE: Final = _log(
     "update alerts set severity = %(severity)s, updated_at = %(at)s, details = %(details)s "
-    "where patient_id = %(patient)s and rule = %(rule)s and state <> 'resolved' returning *"
+    "where patient_id = %(patient)s and rule = %(rule)s and state <> 'resolved' "
+    "and raised_at <= %(at)s"
+    " and not (updated_at = %(at)s and severity = %(severity)s and details = %(details)s::jsonb) returning *"
 )
 _CLEAR: Final = _log(
     "update alerts set state = 'resolved', resolution = 'cleared', resolved_at = %(at)s, updated_at = %(at)s, "
     "details = details || jsonb_build_object('cleared', %(details)s::jsonb) "
-    "where patient_id = %(patient)s and rule = %(rule)s and state <> 'resolved' returning *"
+    "where patient_id = %(patient)s and rule = %(rule)s and state <> 'resolved' and raised_at <= %(at)s returning *"
 )
 # Escalate to the second doctor or nurse of the care team (by assignment order), when there is one.
 _ESCALATE: Final = _log(
@@ -96,7 +107,8 @@ _ESCALATE: Final = _log(
     " where c.patient_id = %(patient)s and not u.disabled and u.role in ('doctor', 'nurse')"
     " and c.valid_from <= %(at)s and (c.valid_to is null or c.valid_to > %(at)s)"
     " order by c.valid_from, c.id offset 1 limit 1) "
-    "where patient_id = %(patient)s and rule = %(rule)s and state <> 'resolved' returning *"
+    "where patient_id = %(patient)s and rule = %(rule)s and state <> 'resolved' "
+    "and raised_at <= %(at)s and (escalated_at is null or escalated_at < %(at)s) returning *"
 )
 _SQL: Final[dict[EventKind, str]] = {
     EventKind.RAISED: _RAISE,

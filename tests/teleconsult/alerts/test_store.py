@@ -170,3 +170,33 @@ async def test_large_event_is_announced_by_id(alerts_dsn: str) -> None:
         payloads = [n.payload async for n in listener.notifies(timeout=5.0, stop_after=2)]
     assert payloads[0] == str(stored[0].id)
     assert json.loads(payloads[1]) == json.loads(json.dumps(stored[1].message()))
+
+
+async def test_engine_events_stored_twice_log_once(alerts_dsn: str) -> None:
+    """A transaction retried after a failover, whose first attempt committed: every kind is a no-op the second time."""
+    patient = new_patient(alerts_dsn)
+    new_clinician(alerts_dsn, [patient])
+    new_clinician(alerts_dsn, [patient])
+    steps = [
+        ev(EventKind.RAISED, patient, "hr", Severity.MEDIUM, 0, v=131),
+        ev(EventKind.UPDATED, patient, "hr", Severity.HIGH, 5, v=142),
+        ev(EventKind.ESCALATED, patient, "hr", Severity.HIGH, 300),
+        ev(EventKind.CLEARED, patient, "hr", Severity.HIGH, 400, v=80),
+    ]
+    async with await psycopg.AsyncConnection.connect(alerts_dsn) as conn:
+        start = await store.last_event_id(conn)
+        for step in steps:
+            first = await store.record_engine_events(conn, [step])
+            assert len(first) == 1, step
+            assert await store.record_engine_events(conn, [step]) == [], step  # the replay
+        # a whole batch replayed at once (the retry of a multi-event transaction) stores nothing either
+        assert await store.record_engine_events(conn, steps) == []
+        events = await store.events_since(conn, start, patient_ids=[patient])
+        assert [e.type for e in events] == ["raised", "updated", "escalated", "cleared"]
+        assert len({e.alert_id for e in events}) == 1
+        # a real change is still stored: a later update, a second escalation after it
+        raised = await store.record_engine_events(conn, [ev(EventKind.RAISED, patient, "hr", Severity.LOW, 500)])
+        assert len(raised) == 1
+        assert len(await store.record_engine_events(conn, [ev(EventKind.ESCALATED, patient, "hr", Severity.LOW, 600)]))
+        assert len(await store.record_engine_events(conn, [ev(EventKind.UPDATED, patient, "hr", Severity.HIGH, 601)]))
+        assert len(await store.record_engine_events(conn, [ev(EventKind.ESCALATED, patient, "hr", Severity.HIGH, 900)]))
