@@ -22,6 +22,10 @@ BENCHMARKS: Final[dict[str, tuple[str, str]]] = {
     "fhir": ("teleconsult.bench.fhir", "FHIR R4: search p95 over millions of rows, $everything paging, import obs/s"),
     "history": ("teleconsult.bench.history", "chart history 7/30/90 d -> 1 000 points from rollups, vs raw scan"),
     "broker": ("teleconsult.bench.broker", "RabbitMQ / NATS 3-node clusters, kill -9 a node: lost/dup, failover"),
+    "pgfailover": (
+        "teleconsult.bench.pgfailover",
+        "Patroni pair: kill -9 the PostgreSQL leader: failover, lost/dup",
+    ),
     "cluster": ("teleconsult.bench.cluster", "2 API nodes behind HAProxy: kill -9 a node, then the alert leader"),
     "prescriptions": ("teleconsult.bench.prescriptions", "e-prescriptions: concurrent dispenses, never over, tamper"),
 }
