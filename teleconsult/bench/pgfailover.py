@@ -298,6 +298,7 @@ def run(config: PgFailoverConfig, log: Callable[[str], None]) -> dict[str, Any]:
         if alerts is not None:
             lead_again = _wait(alerts.leading, config.recover_timeout_s, 0.1)
             out["alert_leader_back_s"] = round(time.monotonic() - t_kill, 2) if lead_again else None
+            out["alert_events_retried"] = alerts.service.retried_events
         new = leader(info)
         out["leader_after"] = None if new is None else new["name"]
         for p in probes:
