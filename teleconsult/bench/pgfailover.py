@@ -23,6 +23,7 @@ seconds; with the pair's synchronous mode every commit waits for the standby.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import signal
@@ -81,18 +82,33 @@ def _pid(path: Path) -> int | None:
         return None
 
 
+def _children(pid: int) -> list[int]:
+    """Direct children of ``pid`` (from /proc)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
 def kill_leader(info: dict[str, Any], what: str) -> str:
-    """kill -9 the leader's postmaster (``postgres``) or its Patroni and postmaster (``node``); the node's name."""
+    """kill -9 the leader's PostgreSQL: its postmaster and every backend (``postgres``; Patroni restarts it), or the
+    whole node: Patroni too (``node``; the replica is promoted); the node's name."""
     node = leader(info)
     if node is None:
         raise ChaosError("no leader to kill")
     postmaster = _pid(Path(node["data_dir"]) / "postmaster.pid")
     patroni = _pid(Path(node["patroni_pid_file"]))
-    targets = [postmaster] if what == "postgres" else [patroni, postmaster]
-    for pid in targets:
-        if pid is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+    targets = [] if postmaster is None else [postmaster, *_children(postmaster)]
+    if what == "node" and patroni is not None:
+        targets.insert(0, patroni)
+    for pid in targets:  # a backend outlives its killed postmaster: kill them all, as a machine crash would
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     return str(node["name"])
 
 
@@ -104,6 +120,7 @@ class Probe:
     dsn: str
     interval_s: float = 0.05
     ok_at: list[float] = field(default_factory=list)
+    err_at: list[float] = field(default_factory=list)
     errors: int = 0
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -127,6 +144,7 @@ class Probe:
                 self.ok_at.append(time.monotonic())
             except psycopg.Error:
                 self.errors += 1
+                self.err_at.append(time.monotonic())
                 if conn is not None:
                     with contextlib.suppress(psycopg.Error):
                         conn.close()
@@ -139,15 +157,22 @@ class Probe:
                 conn.close()
 
     def gap_around(self, t_kill: float) -> float | None:
-        """Seconds from the last commit before ``t_kill`` to the first after it (None: none after)."""
-        before = [t for t in self.ok_at if t <= t_kill]
-        after = [t for t in self.ok_at if t > t_kill]
-        if not before or not after:
+        """The write outage: the longest time between two successful commits from the last one before ``t_kill`` on
+        (None: no commit before, or none after)."""
+        ok = list(self.ok_at)
+        before = [t for t in ok if t <= t_kill]
+        if not before or ok[-1] <= t_kill:
             return None
-        return after[0] - before[-1]
+        times = [before[-1], *(t for t in ok if t > t_kill)]
+        return max(b - a for a, b in itertools.pairwise(times))
 
-    def recovered_after(self, t_kill: float) -> bool:
-        return any(t > t_kill for t in self.ok_at)
+    def recovered_after(self, t_kill: float, quiet_s: float = 5.0) -> bool:
+        """Commits succeed again: one after the last error since ``t_kill`` (or no error at all for ``quiet_s``)."""
+        errs = [t for t in self.err_at if t > t_kill]
+        ok = list(self.ok_at)
+        if not errs:
+            return time.monotonic() - t_kill > quiet_s and bool(ok) and ok[-1] > t_kill
+        return bool(ok) and ok[-1] > errs[-1] and time.monotonic() - errs[-1] > 1.0
 
 
 def probe_throughput(dsn: str, seconds: float, batch: int = 100) -> float:
@@ -284,8 +309,8 @@ def run(config: PgFailoverConfig, log: Callable[[str], None]) -> dict[str, Any]:
         log(f"gateway load for {config.load_s:.0f} s")
         time.sleep(config.load_s)
         n_before = sum(stored(haproxy, gw_ids).values())
-        t_kill = time.monotonic()
         out["killed"] = kill_leader(info, config.kill)
+        t_kill = time.monotonic()
         log(f"kill -9 ({config.kill}) of the leader {out['killed']}")
         if config.alerts and alerts is not None:
             _wait(lambda: not alerts.leading(), 30, 0.05)  # the engine noticed its database is gone
