@@ -25,6 +25,8 @@ from typing import Any
 from paho.mqtt.enums import MQTTProtocolVersion
 
 from gateway_agent.ble import BleManager
+from gateway_agent.calls import CallRunner, LiveReadings, TeeSink
+from gateway_agent.commands import CommandVerifier, parse_public_key
 from gateway_agent.config import GatewaySettings
 from gateway_agent.outbox import Outbox
 from gateway_agent.payload import rfc3339
@@ -82,9 +84,13 @@ class Gateway:
             receipt_timeout=r.timeout_s,
             fallback_after=r.fallback_after,
         )
+        self.live = LiveReadings()
+        self.calls = self._call_runner(settings) if settings.commands.enabled else None
+        if self.calls is not None:
+            self.publisher.on_command = self.calls.handle
         self.ble = BleManager(
             settings.devices,
-            self.outbox,
+            TeeSink(self.outbox, self.live),
             on_appended=self._appended,
             on_event=self.publisher.publish_event,
             clock=clock,
@@ -96,6 +102,18 @@ class Gateway:
         self.flush_timeout = settings.stop_flush_s
         """At stop, seconds to wait for the PUBACKs of what is still in the outbox (the rest is replayed next run)."""
         self.started_at = datetime.now(UTC)
+
+    def _call_runner(self, settings: GatewaySettings) -> CallRunner:
+        """Signed ``join`` commands start the consult agent (``docs/teleconsultation.md``)."""
+        c = settings.commands
+        verifier = CommandVerifier(
+            gateway_id=settings.gateway_id,
+            public_keys=[parse_public_key(k) for k in c.server_keys],
+            max_lifetime=c.max_lifetime_s,
+            skew=c.skew_s,
+        )
+        return CallRunner(verifier, self.publisher.publish_event, camera=c.camera, microphone=c.microphone,
+                          state_file=c.state_file, readings=self.live.iterate)  # fmt: skip
 
     def _appended(self, _n: int) -> None:
         while (event := self.outbox.next_event()) is not None:
@@ -115,6 +133,8 @@ class Gateway:
                 if ble_task.done():
                     ble_task.result()  # surface an unexpected crash of the BLE manager
         finally:
+            if self.calls is not None:
+                await self.calls.aclose()
             self.ble.stop()
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.wait_for(ble_task, 10)
@@ -151,6 +171,7 @@ class Gateway:
                 "max_readings": self.outbox.max_readings,
             },
             "ble": {"scanner_error": self.ble.scanner_error},
+            "commands": None if self.calls is None else asdict(self.calls.stats),
             "devices": [st.to_json() for st in self.ble.status.values()],
         }
 

@@ -114,6 +114,34 @@ class ReceiptSettings(BaseModel):
     """After this many timeouts without any receipt on a connection, assume an old server: PUBACK mode (0 = never)."""
 
 
+class CommandSettings(BaseModel):
+    """``[commands]``: signed commands from the server (``docs/mqtt.md``), e.g. join a teleconsultation."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = True
+    """Subscribe to ``tbib/v1/gw/{id}/commands`` (False: the gateway never joins calls by itself)."""
+    server_keys: tuple[str, ...] = ()
+    """The server's Ed25519 public keys (base64url, ``GET /api/v1/calls/command-key``); none: every command is refused
+    (``unknown-key``, reported to the doctor)."""
+    max_lifetime_s: float = Field(default=120.0, gt=0, le=3600)
+    skew_s: float = Field(default=30.0, ge=0, le=600)
+    state_file: Path | None = None
+    """Where the ids of accepted commands are remembered across restarts (replay protection)."""
+    camera: str | None = "/dev/video0"
+    """V4L2 camera for calls (a test pattern when absent)."""
+    microphone: str | None = None
+
+    @field_validator("server_keys")
+    @classmethod
+    def _keys(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from gateway_agent.commands import parse_public_key
+
+        for key in value:
+            parse_public_key(key)  # ValueError names the problem
+        return value
+
+
 class Credentials(BaseModel):
     """Broker user name and password, read from ``credentials_file``."""
 
@@ -161,6 +189,7 @@ class GatewaySettings(BaseSettings):
     batching: Batching = Batching()
     outbox: OutboxSettings = OutboxSettings()
     receipts: ReceiptSettings = ReceiptSettings()
+    commands: CommandSettings = CommandSettings()
     stop_flush_s: float = Field(default=3.0, ge=0, le=3600)
     """At a clean stop, seconds to wait for what is still in the outbox to be receipted (the rest is sent next run)."""
 

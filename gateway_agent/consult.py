@@ -24,7 +24,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
@@ -179,8 +179,17 @@ def reading_message(reading: VitalReading, now: datetime) -> str:
 class ConsultAgent:
     """One agent in one consultation. ``await run()`` returns the reason the call ended."""
 
-    def __init__(self, config: ConsultConfig, readings: AsyncIterator[VitalReading] | None = None) -> None:
+    def __init__(
+        self,
+        config: ConsultConfig,
+        readings: AsyncIterator[VitalReading] | None = None,
+        *,
+        on_state: Callable[[str], None] | None = None,
+    ) -> None:
         self.config = config
+        self.on_state = on_state
+        """Told ``waiting`` (in the lobby), ``joined`` (admitted) and ``connected`` (media path up); for progress
+        reports (:mod:`gateway_agent.calls`)."""
         self.readings = readings
         self.stats = AgentStats()
         self.seat: str | None = None
@@ -226,6 +235,13 @@ class ConsultAgent:
             with contextlib.suppress(ConnectionClosed):
                 await self._send("bye", reason="agent stopped")
             await self._ws.close()
+
+    def _report(self, state: str) -> None:
+        if self.on_state is not None:
+            try:
+                self.on_state(state)
+            except Exception:  # a progress report must never break the call
+                log.exception("consult state callback failed")
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
@@ -294,10 +310,13 @@ class ConsultAgent:
             if self.config.ice_servers is None:
                 self._ice = list(frame.get("iceServers", []))
             self.joined.set()
+            self._report("joined")
             if frame.get("resumed") and (self.pc is None or self.pc.connectionState != "connected"):
                 await self._send("renegotiate-request", reason="agent reconnected")
         elif kind == "lobby":
             log.info("waiting for the doctor to admit us")
+            if self.stats.joins == 0:
+                self._report("waiting")
         elif kind == "offer":
             await self._on_offer(str(frame.get("from")), str(frame["sdp"]))
         elif kind == "candidate":
@@ -400,6 +419,7 @@ class ConsultAgent:
                 log.info("call connected over %s", self.stats.ice_route)
                 if self.stats.connected_at is None:
                     self.stats.connected_at = time.perf_counter()
+                self._report("connected")
             if pc.connectionState == "failed" and pc is self.pc and self._ws is not None:
                 with contextlib.suppress(ConnectionClosed):
                     await self._send("renegotiate-request", to=self._peer, reason="ice failed")

@@ -46,6 +46,7 @@ from gateway_agent.batching import Backoff, Batch, BatchPlanner
 from gateway_agent.errors import BrokerAuthError, BrokerError
 from gateway_agent.outbox import Outbox, OutboxEntry
 from gateway_agent.payload import (
+    commands_topic,
     encode_batch,
     encode_event,
     events_topic,
@@ -153,6 +154,7 @@ class MqttPublisher:
         receipts: bool = True,
         receipt_timeout: float = 30.0,
         fallback_after: int = 5,
+        on_command: Callable[[bytes], None] | None = None,
     ) -> None:
         self.outbox = outbox
         self.params = params
@@ -169,6 +171,8 @@ class MqttPublisher:
             self.tracker.mode = ReceiptMode.PUBACK
         self._resend: deque[tuple[int, int]] = deque()
         self._on_acked = on_acked
+        self.on_command = on_command
+        """Called (event-loop thread) with each message on ``.../commands``; subscribed on every connection when set."""
         self._events: deque[bytes] = deque(maxlen=1000)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
@@ -341,6 +345,8 @@ class MqttPublisher:
             # every connection: a broker that lost our session (crash before its autosave) lost the subscription too
             client.subscribe(receipts_topic(self.gateway_id), qos=1)
             self.tracker.connected()
+        if self.on_command is not None:
+            client.subscribe(commands_topic(self.gateway_id), qos=1)
         client.publish(status_topic(self.gateway_id), b"online", qos=1, retain=True)
         self._connected.set()
         self._wake.set()
@@ -373,6 +379,12 @@ class MqttPublisher:
         self._wake.set()
 
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        if msg.topic == commands_topic(self.gateway_id) and self.on_command is not None:
+            try:
+                self.on_command(bytes(msg.payload))
+            except Exception:  # a command handler bug must not take the link down (it is logged)
+                log.exception("command handler failed")
+            return
         if msg.topic != receipts_topic(self.gateway_id):
             return
         receipt = parse_receipt(bytes(msg.payload), gateway_id=self.gateway_id, epoch=self.outbox.epoch)
