@@ -68,3 +68,9 @@ def own_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield broker.mqtt_url
     finally:
         broker.stop()
+
+
+@pytest.fixture
+def update_docs(request: pytest.FixtureRequest) -> bool:
+    """`make screenshots` (`-k screenshots`) refreshes docs/screenshots/; other runs only write test-artifacts/."""
+    return "screenshots" in str(request.config.option.keyword or "")

@@ -8,7 +8,6 @@ test-artifacts/dashboard/ (docs/screenshots/ with `-k screenshots`).
 from __future__ import annotations
 
 import asyncio
-import shutil
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -16,11 +15,13 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from playwright.async_api import expect
 
 from teleconsult.api.app import create_app
 from teleconsult.security import provisioning
 from teleconsult.store.migrate import upgrade
-from tests.dashboard.test_browser import ARTIFACTS, DOCS_SHOTS, wait_for
+from tests.dashboard.test_browser import shot as browser_shot
+from tests.dashboard.test_browser import wait_for
 from tests.teleconsult.api.helpers import PASSWORD, LiveServer, make_settings, password_hash
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -42,20 +43,9 @@ def admin_site(make_database: Any) -> Iterator[tuple[str, str, str]]:
         yield server.url, dsn, admin
 
 
-@pytest.fixture
-def update_docs(request: pytest.FixtureRequest) -> bool:
-    """`make screenshots` (`-k screenshots`) refreshes docs/screenshots/; other runs only write test-artifacts/."""
-    return "screenshots" in str(request.config.option.keyword or "")
-
-
 async def shot(page: Any, name: str, update_docs: bool) -> None:
-    await page.evaluate("document.activeElement && document.activeElement.blur()")
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    path = ARTIFACTS / f"{name}.png"
-    await page.screenshot(path=str(path), full_page=True)
-    if update_docs:
-        DOCS_SHOTS.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, DOCS_SHOTS / f"{name}.png")
+    """The admin pages are long: whole-page screenshots."""
+    await browser_shot(page, name, update_docs, full_page=True)
 
 
 async def test_screenshots_admin_enrolment_journey(
@@ -133,7 +123,8 @@ async def test_screenshots_admin_enrolment_journey(
     await dev.get_by_label("Modèle").fill("Berry BM1000")
     await dev.get_by_role("button", name="Enrôler l’appareil").click()  # noqa: RUF001
     await page.wait_for_selector("table.admin-dev-table tr[data-device]")
-    assert await row_gw.locator("td").nth(3).inner_text() == "1"
+    # the gateway list reloads after the device table: its count follows (expect retries until it does or times out)
+    await expect(row_gw.locator("td").nth(3)).to_have_text("1")
 
     # revoke: Escape cancels (focus back on the button), then confirm
     await row_gw.get_by_role("button", name="Révoquer").click()

@@ -55,17 +55,12 @@ async def wait_for(page: Any, expression: str, timeout_ms: int = 30_000) -> Any:
     return await handle.json_value()
 
 
-@pytest.fixture
-def update_docs(request: pytest.FixtureRequest) -> bool:
-    """`make screenshots` (`-k screenshots`) refreshes docs/screenshots/; other runs only write test-artifacts/."""
-    return "screenshots" in str(request.config.option.keyword or "")
-
-
-async def shot(page: Any, name: str, update_docs: bool) -> None:
+async def shot(page: Any, name: str, update_docs: bool, *, full_page: bool = False) -> None:
+    """Screenshot into test-artifacts/ (and docs/screenshots/ with ``update_docs``), focus ring and scroll reset."""
     await page.evaluate("document.activeElement && document.activeElement.blur(); window.scrollTo(0, 0)")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
-    await page.screenshot(path=str(path), full_page=False)
+    await page.screenshot(path=str(path), full_page=full_page)
     if update_docs:
         DOCS_SHOTS.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, DOCS_SHOTS / f"{name}.png")

@@ -134,11 +134,6 @@ def space(services: Any, make_database: Any) -> Iterator[Space]:
         yield Space(server.url, dsn, pid, patient, doctor, r.json()["id"])
 
 
-@pytest.fixture
-def update_docs(request: pytest.FixtureRequest) -> bool:
-    return "screenshots" in str(request.config.option.keyword or "")
-
-
 async def shot(page: Any, name: str, update_docs: bool, *, full_page: bool = True) -> None:
     await page.evaluate("document.activeElement && document.activeElement.blur(); window.scrollTo(0, 0)")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)

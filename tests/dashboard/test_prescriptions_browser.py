@@ -109,12 +109,6 @@ def rx(make_database: Any) -> Iterator[RxCast]:
         yield cast
 
 
-@pytest.fixture
-def update_docs(request: pytest.FixtureRequest) -> bool:
-    """`make screenshots` (`-k screenshots`) refreshes docs/screenshots/; other runs only write test-artifacts/."""
-    return "screenshots" in str(request.config.option.keyword or "")
-
-
 async def shot(target: Any, name: str, update_docs: bool) -> bytes:
     """A screenshot of a page (its viewport) or of one element (a locator) into test-artifacts, and docs if asked."""
     page = getattr(target, "page", target)  # a locator knows its page
