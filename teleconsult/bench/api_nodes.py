@@ -66,7 +66,9 @@ def leader_node(dsn: str) -> str | None:
     with psycopg.connect(dsn, autocommit=True) as conn:
         row = conn.execute(
             "select a.application_name from pg_locks l join pg_stat_activity a on a.pid = l.pid"
-            " where l.locktype = 'advisory' and l.granted and l.classid = %s and l.objid = %s",
+            " where l.locktype = 'advisory' and l.granted and l.classid = %s and l.objid = %s"
+            # pg_locks lists every database's locks: another tbib database on the same server has its own leader
+            " and l.database = (select oid from pg_database where datname = current_database())",
             (LEADER_LOCK >> 32, LEADER_LOCK & 0xFFFFFFFF),
         ).fetchone()
     return None if row is None else str(row[0])

@@ -29,8 +29,15 @@ def _pcts(values: list[float]) -> dict[str, float | None]:
 def reconnect_stats(clients: list[DashClient], t_kill: float) -> dict[str, Any]:
     """Reconnections since ``t_kill`` (monotonic): close seen -> hello, close seen -> replayed, kill -> replayed."""
     recs = [r for c in clients for r in c.reconnects if r.closed_at >= t_kill]
+    replayed = sum(
+        sum(1 for e in c.delivered if r.last_at_close < e <= r.target_id)
+        for c in clients
+        for r in c.reconnects
+        if r.closed_at >= t_kill
+    )
     return {
         "sockets_lost": len(recs),
+        "events_missed_then_replayed": replayed,
         "reconnect_s": _pcts([r.hello_at - r.closed_at for r in recs if r.hello_at is not None]),
         "reconnect_replay_s": _pcts([r.replayed_at - r.closed_at for r in recs if r.replayed_at is not None]),
         "kill_to_replayed_s": _pcts([r.replayed_at - t_kill for r in recs if r.replayed_at is not None]),

@@ -31,6 +31,7 @@ class Reconnect:
     hello_at: float | None = None
     replayed_at: float | None = None
     target_id: int = 0
+    last_at_close: int = 0
 
 
 @dataclass(eq=False)
@@ -78,7 +79,7 @@ class DashClient:
                 return
             if self.connected:
                 self.connected = False
-                self.reconnects.append(Reconnect(time.monotonic()))
+                self.reconnects.append(Reconnect(time.monotonic(), last_at_close=self.last_event_id))
             attempt += 1
             base = min(15.0, 0.5 * 2 ** min(attempt - 1, 5))
             await asyncio.sleep(base / 2 + random.random() * base / 2)  # jitter, as live.js
