@@ -200,3 +200,32 @@ async def test_engine_events_stored_twice_log_once(alerts_dsn: str) -> None:
         assert len(await store.record_engine_events(conn, [ev(EventKind.ESCALATED, patient, "hr", Severity.LOW, 600)]))
         assert len(await store.record_engine_events(conn, [ev(EventKind.UPDATED, patient, "hr", Severity.HIGH, 601)]))
         assert len(await store.record_engine_events(conn, [ev(EventKind.ESCALATED, patient, "hr", Severity.HIGH, 900)]))
+
+
+async def test_leader_stores_again_the_events_of_a_failed_transaction(alerts_dsn: str) -> None:
+    """After a store transaction failed on a connection error (outcome unknown), the next leadership stores its events
+    again: those that had committed are not logged twice, the others are stored; too old ones are dropped."""
+    import time
+
+    from teleconsult.alerts.service import UNSTORED_MAX_AGE_S, EngineService
+
+    patient = new_patient(alerts_dsn)
+    committed = ev(EventKind.RAISED, patient, "rr", Severity.MEDIUM, 0, v=25)
+    lost = ev(EventKind.UPDATED, patient, "rr", Severity.HIGH, 3, v=29)
+    service = EngineService(alerts_dsn)
+    async with await psycopg.AsyncConnection.connect(alerts_dsn) as conn:
+        start = await store.last_event_id(conn)
+        await store.record_engine_events(conn, [committed])  # the first attempt's commit went through
+        service._unstored = (time.monotonic(), [committed, lost])
+        await service._retry_unstored(conn)
+        assert service.retried_events == 1
+        assert service._unstored is None
+        types = [e.type for e in await store.events_since(conn, start, patient_ids=[patient])]
+        assert types == ["raised", "updated"]
+        service._unstored = (
+            time.monotonic() - UNSTORED_MAX_AGE_S - 1,
+            [ev(EventKind.CLEARED, patient, "rr", Severity.HIGH, 9)],
+        )
+        await service._retry_unstored(conn)
+        assert service.retried_events == 1
+        assert [a.key.rule for a in await store.open_alerts(conn) if a.key.patient_id == str(patient)] == ["rr"]
