@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make setup`: everything a fresh Debian/Ubuntu box needs to run tbib's demo and tests.
 #  - Debian packages (as root): chromium for browser tests, mosquitto, postgresql and coturn for the services script,
-#    rabbitmq-server for the broker-cluster test (tests/cluster; scripts/cluster.sh),
+#    rabbitmq-server for the broker-cluster test (tests/cluster; scripts/cluster.sh), patroni, etcd-server and haproxy
+#    for the PostgreSQL failover test (scripts/pgcluster.sh; their own system services are disabled when we install them),
 #    nodejs/npm
 #  - .venv with the project and all extras, pinned by constraints.txt (repeatable CI)
 #  - the dashboard's npm packages (uPlot) into node_modules/
@@ -12,7 +13,7 @@ PYTHON="${PYTHON:-python3}"
 log() { printf 'setup: %s\n' "$*" >&2; }
 
 need=()
-for p in chromium mosquitto postgresql coturn rabbitmq-server npm; do
+for p in chromium mosquitto postgresql coturn rabbitmq-server patroni etcd-server haproxy npm; do
     case "$p" in
         npm) command -v npm >/dev/null 2>&1 || need+=(npm) ;;
         postgresql) ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql) ;;
@@ -25,6 +26,10 @@ if [ ${#need[@]} -gt 0 ]; then
         export DEBIAN_FRONTEND=noninteractive
         apt-get install -y -q --no-install-recommends "${need[@]}" >&2 || {
             apt-get update -q >&2 && apt-get install -y -q --no-install-recommends "${need[@]}" >&2; }
+        for p in "${need[@]}"; do  # pgcluster.sh runs its own etcd/HAProxy: not the default instances
+            case "$p" in etcd-server) systemctl disable --now etcd >/dev/null 2>&1 || true ;;
+                         haproxy) systemctl disable --now haproxy >/dev/null 2>&1 || true ;; esac
+        done
     else
         log "WARNING: missing Debian packages ${need[*]}; install them (sudo apt-get install ${need[*]})"
     fi
