@@ -8,6 +8,8 @@ Protocol (JSON text frames, server to client; the client sends nothing but may s
   ``?last_event_id=N`` to first receive every event after N of the caller's patients (replay), then live ones;
 - ``{"type": "vitals", "items": [[patient_id, metric, value, unit, measured_at], ...]}`` at most once per
   ``interval_s``, coalesced per (patient, metric): a client that falls behind gets the newest values, never a backlog;
+- ``{"type": "call", "patient_id", "call_id", "gateway_id", "state", "reason", "at"}``: progress of a call started
+  from the dashboard (``docs/teleconsultation.md``), live only (a reload asks again);
 - ``{"type": "ping", "at": ...}`` every 15 s (heartbeat);
 - ``{"type": "resync", "reason": ...}`` when the server lost events (database connection lost, client too slow): reload
   the snapshot (``GET /api/v1/patients`` and ``/patients/alerts``) and reconnect with the snapshot's last event id.
@@ -49,6 +51,8 @@ log = logging.getLogger(__name__)
 
 READINGS_CHANNEL: Final = "tbib_readings"
 ALERTS_CHANNEL: Final = "tbib_alert_events"
+CALLS_CHANNEL: Final = "tbib_calls"
+"""Progress of calls started from the dashboard (:mod:`teleconsult.calls.service`): sent as they come, not replayed."""
 HEARTBEAT_S: Final = 15.0
 REFRESH_ACCESS_S: Final = 60.0
 MAX_PENDING_ALERTS: Final = 2000
@@ -67,6 +71,8 @@ class Subscriber:
     vitals: dict[tuple[str, str], list[Any]] = field(default_factory=dict)
     alerts: list[tuple[int, str]] = field(default_factory=list)
     """Pending alert frames: (event id, JSON text encoded once for every socket)."""
+    calls: list[str] = field(default_factory=list)
+    """Pending ``call`` frames (JSON text), in order."""
     resync: str | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     close: bool = False
@@ -141,6 +147,7 @@ class LiveHub:
         helpers = [
             asyncio.create_task(self._run_readings(), name="live-hub-readings"),
             asyncio.create_task(self._wake_vitals(), name="live-hub-vitals-waker"),
+            asyncio.create_task(self._run_calls(), name="live-hub-calls"),
         ]
         try:
             await self._run_alerts()
@@ -204,6 +211,29 @@ class LiveHub:
                 log.warning("live feed lost the database (%s); retrying in %.1f s", exc, backoff)
                 await asyncio.sleep(backoff)  # vitals coalesce: the next readings bring every value up to date
                 backoff = min(backoff * 2, 10.0)
+
+    async def _run_calls(self) -> None:
+        backoff = 0.5
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(self.dsn, autocommit=True) as conn:
+                    await conn.execute(f"listen {CALLS_CHANNEL}")
+                    backoff = 0.5
+                    async for note in conn.notifies():
+                        self._on_call(note.payload)
+            except (psycopg.Error, OSError) as exc:
+                log.warning("live feed lost the database (%s); retrying in %.1f s", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+
+    def _on_call(self, payload: str) -> None:
+        try:
+            pid = uuid.UUID(str(json.loads(payload)["patient_id"]))
+        except (ValueError, KeyError, TypeError):
+            return
+        for sub in self._by_patient.get(pid, ()):
+            sub.calls.append(payload)
+            sub.wake.set()
 
     def _resync_all(self, reason: str) -> None:
         for sub in self.subscribers:
@@ -370,6 +400,9 @@ async def _serve(ws: WebSocket, hub: LiveHub, sub: Subscriber, sent: int) -> Non
                 await ws.close(1012, sub.resync[:120])
                 return
             sub.resync = None
+        calls, sub.calls = sub.calls, []
+        for text in calls:
+            await ws.send_text(text)
         alerts, sub.alerts = sub.alerts, []
         for event_id, text in alerts:
             if event_id > sent:

@@ -219,6 +219,12 @@ MATRIX: dict[tuple[str, str], Entry] = {
     ("POST", "/api/v1/patients/{patient_id}/consultations/{consultation_id}/join-token"): Entry(
         consult.join_token_policy, body=consult.join_token_body, params={"consultation_id": consult.consultation_id}
     ),
+    # calls started from the dashboard (issue 19 item 2): only the consultation's doctor rings the gateway
+    ("POST", "/api/v1/patients/{patient_id}/consultations/{consultation_id}/call"): Entry(
+        lambda caller, assigned: 401 if caller == "anonymous" else (200 if caller == "doctor" and assigned else 403),
+        params={"consultation_id": consult.consultation_id},
+    ),
+    ("GET", "/api/v1/calls/command-key"): Entry(public()),
     ("WS", "/ws/v1/signaling"): Entry(public(), ws_probe=consult.signaling_probe),
     ("GET", "/consult/{page}"): Entry(public(), params={"page": lambda ctx: "patient"}),
     ("GET", "/consult/static/{name}"): Entry(public(), params={"name": lambda ctx: "call.js"}),
