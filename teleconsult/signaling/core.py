@@ -4,10 +4,16 @@ Inputs: ``connect(conn, now)``, ``receive(conn, raw, now)``, ``disconnect(conn, 
 returns the :data:`~teleconsult.signaling.rooms.Outgoing` actions; frames leave with ``v``, ``seq`` (per connection,
 from 1) and ``ts`` stamped here. ``get_timer()`` is the next deadline. A malformed, oversized or rate-limited frame
 yields an ``error`` frame and the connection survives; only ``max_violations`` consecutive bad frames close it
-(policy violation)."""
+(policy violation). Every ``error`` frame sent is counted by code in ``errors_sent``.
+
+Rooms held elsewhere (the database, :mod:`.roomstore`): the adapter asks ``room_of(conn, raw, now)`` which room an
+input touches, calls ``load`` with that room's state before the input and ``unload`` after it; actions addressed to
+connections this core does not know (they live on another node) are set aside in ``forward`` for the adapter to
+route, and the node that holds them stamps them with ``deliver(actions, now)``."""
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final
@@ -90,6 +96,58 @@ class SignalingCore:
         self.connections: dict[ConnId, Connection] = {}
         #: Consultations ended by the doctor, with the end time: their still-valid tokens must not reopen them.
         self.ended: dict[str, datetime] = {}
+        #: ``error`` frames sent, by code (malformed, rate-limited, bad-token, room-full...).
+        self.errors_sent: Counter[str] = Counter()
+        #: Sends and closes for connections of other nodes, set aside for the adapter (see :meth:`take_forward`).
+        self.forward: list[Outgoing] = []
+
+    # ----- rooms kept outside (database) ----------------------------------------------------------------------------
+    def room_of(self, conn: ConnId, raw: str | bytes | None, now: datetime) -> str | None:
+        """The room an input on ``conn`` touches (``raw`` None: a disconnect), without changing any state."""
+        state = self.connections.get(conn)
+        if state is None:
+            return None
+        if state.consultation_id is not None or raw is None:
+            return state.consultation_id
+        try:
+            message = parse_frame(raw, max_bytes=self.config.max_frame_bytes)
+            if isinstance(message, Join):
+                return verify_token(message.token, key=self.config.token_key, now=now).consultation_id
+        except (SignalingProtocolError, TokenError):
+            return None
+        return None
+
+    def load(self, consultation_id: str, state: dict[str, Any] | None, ended_at: datetime | None) -> None:
+        """Put a stored room (``state`` from :meth:`unload`) in place before an input."""
+        self.rooms.pop(consultation_id, None)
+        self.ended.pop(consultation_id, None)
+        if ended_at is not None:
+            self.ended[consultation_id] = ended_at
+        if state is not None:
+            self.rooms[consultation_id] = Room.from_state(
+                consultation_id, state, ice=self.config.ice, grace=self.config.grace, ended=ended_at is not None
+            )
+
+    def unload(self, consultation_id: str) -> tuple[dict[str, Any] | None, datetime | None, datetime | None]:
+        """Take a room out after an input: its state (None once empty), next grace deadline and end time."""
+        room = self.rooms.pop(consultation_id, None)
+        ended_at = self.ended.pop(consultation_id, None)
+        if room is None or room.is_empty():
+            return None, None, ended_at
+        return room.to_state(), room.get_timer(), ended_at
+
+    def take_forward(self) -> list[Outgoing]:
+        """The actions for other nodes' connections since the last call."""
+        out, self.forward = self.forward, []
+        return out
+
+    def deliver(self, actions: list[Outgoing], now: datetime) -> list[Outgoing]:
+        """Actions routed from another node: keep those for our connections, stamped."""
+        mine: list[Outgoing] = [a for a in actions if not isinstance(a, Record) and a.conn in self.connections]
+        for action in mine:
+            if isinstance(action, Close):  # the room closed it (denied, replaced, ended): it holds no seat now
+                self.connections[action.conn].consultation_id = None
+        return self._stamp(mine, now)
 
     # ----- inputs -------------------------------------------------------------------------------------------------
     def connect(self, conn: ConnId, now: datetime) -> list[Outgoing]:
@@ -195,10 +253,13 @@ class SignalingCore:
     def _stamp(self, out: list[Outgoing], now: datetime) -> list[Outgoing]:
         stamped: list[Outgoing] = []
         for action in out:
+            if not isinstance(action, Record) and action.conn not in self.connections:
+                self.forward.append(action)
+                continue
             if isinstance(action, Send):
-                state = self.connections.get(action.conn)
-                if state is None:
-                    continue
+                state = self.connections[action.conn]
+                if action.frame.get("type") == "error":
+                    self.errors_sent[str(action.frame.get("code"))] += 1
                 state.out_seq += 1
                 frame: dict[str, Any] = {"v": PROTOCOL_VERSION, "seq": state.out_seq, **action.frame}
                 frame.setdefault("from", "server")

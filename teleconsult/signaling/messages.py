@@ -21,11 +21,18 @@ MAX_SDP_CHARS: Final = 48 * 1024
 
 
 class Seat(StrEnum):
-    """The three seats of a consultation room."""
+    """The seats of a consultation room (at most :data:`MAX_SEATS` held at once), in offering order: in the mesh,
+    of two seats the one listed first makes the offer."""
 
     DOCTOR = "doctor"
-    PATIENT = "patient"
+    NURSE = "nurse"
     INTERPRETER = "interpreter"
+    FAMILY = "family"
+    PATIENT = "patient"
+
+
+#: Doctor + patient + two guests (nurse, interpreter or family): a mesh of 4 is 6 peer connections, 3 per browser.
+MAX_SEATS: Final = 4
 
 
 class _Frame(BaseModel):

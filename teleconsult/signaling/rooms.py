@@ -6,10 +6,14 @@ events); ``Room.get_timer()`` says when ``handle_timer`` must next be called. Ex
 denied, seat taken) are frames, never exceptions.
 
 Rules
-- Seats: doctor, patient (the patient's browser *or* their gateway agent), interpreter; at most one occupant each.
+- Seats: doctor, patient (the patient's browser *or* their gateway agent), and the guests of invitation links
+  (nurse, interpreter, family); at most one occupant each and at most :data:`MAX_SEATS` held at once.
 - The doctor enters directly; the others wait in the lobby until the doctor admits (or denies) them.
 - A seat whose connection drops is kept for ``grace`` (same subject may reclaim it with a new join); then it is freed.
 - Relayed frames (offer/answer/candidate/renegotiate-request) go only between admitted, connected seats.
+
+:meth:`Room.to_state` / :meth:`Room.from_state` turn the seats into JSON and back, so an adapter can keep the room in
+the database between inputs (:mod:`.roomstore`) and any node can serve it.
 """
 
 from __future__ import annotations
@@ -19,7 +23,18 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Final
 
-from teleconsult.signaling.messages import Admit, Bye, Candidate, ClientMessage, Deny, Join, Ping, RelayMessage, Seat
+from teleconsult.signaling.messages import (
+    MAX_SEATS,
+    Admit,
+    Bye,
+    Candidate,
+    ClientMessage,
+    Deny,
+    Join,
+    Ping,
+    RelayMessage,
+    Seat,
+)
 from teleconsult.signaling.tokens import JoinClaims, Role
 from teleconsult.signaling.turn import IceConfig, ice_servers
 
@@ -37,6 +52,8 @@ SEAT_OF_ROLE: Final[dict[Role, Seat]] = {
     Role.PATIENT: Seat.PATIENT,
     Role.AGENT: Seat.PATIENT,
     Role.INTERPRETER: Seat.INTERPRETER,
+    Role.NURSE: Seat.NURSE,
+    Role.FAMILY: Seat.FAMILY,
 }
 
 
@@ -103,6 +120,38 @@ class Occupant:
     conn: ConnId | None
     status: SeatStatus
     grace_until: datetime | None = None
+    name: str | None = None
+
+    def to_state(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return {
+            "seat": self.seat.value,
+            "role": self.role.value,
+            "subject": self.subject,
+            "conn": self.conn,
+            "status": self.status.value,
+            "grace_until": self.grace_until.isoformat() if self.grace_until else None,
+            "name": self.name,
+        }
+
+    @classmethod
+    def from_state(cls, data: dict[str, Any]) -> Occupant:
+        """Back from :meth:`to_state`."""
+        grace = data.get("grace_until")
+        return cls(
+            Seat(data["seat"]),
+            Role(data["role"]),
+            str(data["subject"]),
+            data.get("conn"),
+            SeatStatus(data["status"]),
+            datetime.fromisoformat(grace) if grace else None,
+            data.get("name"),
+        )
+
+
+def _named(item: dict[str, Any], name: str | None) -> dict[str, Any]:
+    """``item`` with the guest's ``name`` when there is one (invitation links)."""
+    return item if name is None else {**item, "name": name}
 
 
 def error_frame(code: str, detail: str, re: int | None = None) -> dict[str, Any]:
@@ -142,15 +191,27 @@ class Room:
             if o.status is SeatStatus.ADMITTED and o.seat is not exclude and (o.conn is not None or not connected)
         ]
 
+    def to_state(self) -> dict[str, Any]:
+        """The room as JSON (seats and whether it started; ``ended`` is the adapter's column)."""
+        return {"started": self.started, "seats": [o.to_state() for o in self.seats.values()]}
+
+    @classmethod
+    def from_state(
+        cls, consultation_id: str, data: dict[str, Any], *, ice: IceConfig, grace: timedelta, ended: bool = False
+    ) -> Room:
+        """Back from :meth:`to_state`."""
+        seats = [Occupant.from_state(o) for o in data.get("seats", [])]
+        return cls(consultation_id, ice, grace, {o.seat: o for o in seats}, bool(data.get("started")), ended)
+
     def _peers(self, me: Seat) -> list[dict[str, Any]]:
         return [
-            {"seat": o.seat.value, "role": o.role.value, "connected": o.conn is not None}
+            _named({"seat": o.seat.value, "role": o.role.value, "connected": o.conn is not None}, o.name)
             for o in self._admitted(exclude=me, connected=False)
         ]
 
     def _lobby_frame(self) -> dict[str, Any]:
         waiting = [
-            {"seat": o.seat.value, "role": o.role.value, "subject": o.subject}
+            _named({"seat": o.seat.value, "role": o.role.value, "subject": o.subject}, o.name)
             for o in self.seats.values()
             if o.status is SeatStatus.WAITING
         ]
@@ -195,7 +256,9 @@ class Room:
             )
         ]
         out += self._broadcast(
-            {"type": "peer-joined", "seat": occ.seat.value, "role": occ.role.value, "resumed": resumed},
+            _named(
+                {"type": "peer-joined", "seat": occ.seat.value, "role": occ.role.value, "resumed": resumed}, occ.name
+            ),
             exclude=occ.seat,
         )
         return out
@@ -209,7 +272,10 @@ class Room:
         occ = self.seats.get(seat)
         out: list[Outgoing] = []
         if occ is not None and occ.subject != claims.subject:
-            detail = f"the {seat.value} seat is taken (room holds at most one doctor, patient and interpreter)"
+            detail = f"the {seat.value} seat is taken (one occupant per seat)"
+            return [Send(conn, error_frame("room-full", detail, re))]
+        if occ is None and len(self.seats) >= MAX_SEATS:
+            detail = f"the room is full: at most {MAX_SEATS} seats (doctor, patient and two guests)"
             return [Send(conn, error_frame("room-full", detail, re))]
         if occ is not None:  # same subject: reconnect within grace, or a second tab replacing the first
             if occ.conn is not None and occ.conn != conn:
@@ -221,7 +287,7 @@ class Room:
                 return out + self._enter(occ, now, resumed=resumed)
             return [*out, Send(conn, self._lobby_frame()), *self._to_doctor_lobby()]
         status = SeatStatus.ADMITTED if seat is Seat.DOCTOR else SeatStatus.WAITING
-        occ = Occupant(seat, claims.role, claims.subject, conn, status)
+        occ = Occupant(seat, claims.role, claims.subject, conn, status, name=claims.name)
         self.seats[seat] = occ
         if not self.started:
             self.started = True

@@ -5,9 +5,11 @@ outbound queue (a slow peer never blocks the room); a timer task calls ``handle_
 record events (:class:`~teleconsult.signaling.rooms.Record`) go to the ``on_record`` callback (store and audit), in
 order, from one writer task.
 
-With an ``input_log`` (:class:`~teleconsult.signaling.pgbus.PgInputLog`) the inputs of every node go through
-PostgreSQL first and every node applies all of them in the same order (see :mod:`.pgbus`); without one, inputs are
-applied at once.
+With a ``store`` (:class:`~teleconsult.signaling.roomstore.PgRoomStore`) rooms live in PostgreSQL: each input that
+touches a room runs under that room's row lock, and frames for other nodes' websockets go out by NOTIFY (see
+:mod:`.roomstore`); any node serves any room, and a restarted node finds its rooms in the table. Without one, rooms
+live in this process. On shutdown, the node's own seats enter their grace period (peers see ``peer-left``
+temporary) so that their holders can reclaim them on another node.
 """
 
 from __future__ import annotations
@@ -19,13 +21,14 @@ import logging
 import secrets
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from teleconsult.errors import SignalingError
 from teleconsult.signaling.core import SignalingConfig, SignalingCore
 from teleconsult.signaling.rooms import Close, ConnId, Outgoing, Record, Send
+from teleconsult.signaling.roomstore import PgRoomStore
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +39,8 @@ Clock = Callable[[], datetime]
 RecordSink = Callable[[Record], Coroutine[Any, Any, None]]
 
 
-class InputLog(Protocol):
-    """An ordered log of inputs shared by the nodes (PostgreSQL LISTEN/NOTIFY)."""
-
-    async def start(self, on_input: Callable[[dict[str, Any]], None], on_lost: Callable[[], None]) -> None: ...
-    async def publish(self, message: dict[str, Any]) -> None: ...
-    async def aclose(self) -> None: ...
+#: How often each node looks for rooms whose grace deadline passed (store mode).
+TIMER_POLL_S: Final = 1.0
 
 
 def utc_now() -> datetime:
@@ -80,15 +79,14 @@ class SignalingService:
         *,
         clock: Clock = utc_now,
         on_record: RecordSink | None = None,
-        input_log: InputLog | None = None,
+        store: PgRoomStore | None = None,
     ) -> None:
         self.core = SignalingCore(config)
         self.clock = clock
         self.on_record = on_record
-        self.input_log = input_log
+        self.store = store
         self.node_id = secrets.token_hex(6)
-        self._started = input_log is None
-        self._timer_published: datetime | None = None
+        self._started = store is None
         self._outboxes: dict[ConnId, _Outbox] = {}
         self._timer_task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -96,52 +94,58 @@ class SignalingService:
         self._record_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Join the shared input log (no-op without one). Call before serving."""
-        if self.input_log is not None and not self._started:
-            await self.input_log.start(self._apply, self._log_lost)
+        """Listen for other nodes' deliveries (no-op without a store). Call before serving."""
+        if self.store is not None and not self._started:
+            await self.store.start(self.node_id, self._delivered, self._store_lost)
             self._started = True
 
-    def _log_lost(self) -> None:
+    def _store_lost(self) -> None:
         for outbox in self._outboxes.values():
             outbox.closing = True
             with contextlib.suppress(asyncio.QueueFull):
                 outbox.queue.put_nowait((1011, "signaling unavailable"))
 
-    async def _input(self, kind: str, conn: ConnId | None, raw: str | bytes | None = None) -> None:
-        """Apply an input here, or publish it for every node (ourselves included)."""
+    def _delivered(self, actions: list[Outgoing]) -> None:
+        """Frames and closes from another node for our connections."""
+        self._dispatch(self.core.deliver(actions, self.clock()))
+
+    async def _input(self, kind: str, conn: ConnId, raw: str | bytes | None = None) -> None:
+        """Apply one input: directly, or under the row lock of the room it touches."""
         now = self.clock()
-        if self.input_log is None:
-            self._apply_local(kind, conn, raw, now, own=True)
+        core = self.core
+        cid = core.room_of(conn, raw, now) if self.store is not None and kind != "connect" else None
+        if cid is None or self.store is None:
+            self._dispatch(self._apply(kind, conn, raw, now))
+            core.take_forward()  # single node: a connection we do not know is gone
             return
-        message: dict[str, Any] = {"n": self.node_id, "k": kind, "c": conn, "t": now.isoformat()}
-        if isinstance(raw, bytes):
-            message["b"] = raw.hex()
-        elif raw is not None:
-            message["r"] = raw
-        await self.input_log.publish(message)
+        async with self.store.room(cid) as slot:
+            core.load(cid, slot.state, slot.ended_at)
+            out = self._apply(kind, conn, raw, now)
+            state, next_timer, ended_at = core.unload(cid)
+            forward = core.take_forward()
+            await slot.save(state, next_timer, ended_at)
+            await slot.forward(self.node_id, forward)
+        self._dispatch(out)
 
-    def _apply(self, message: dict[str, Any]) -> None:
-        """An input from the shared log."""
-        raw: str | bytes | None = message.get("r")
-        if "b" in message:
-            raw = bytes.fromhex(message["b"])
-        now = datetime.fromisoformat(message["t"])
-        self._apply_local(message["k"], message.get("c"), raw, now, own=message.get("n") == self.node_id)
+    def _apply(self, kind: str, conn: ConnId, raw: str | bytes | None, now: datetime) -> list[Outgoing]:
+        if kind == "connect":
+            return self.core.connect(conn, now)
+        if kind == "receive":
+            return self.core.receive(conn, raw if raw is not None else b"", now)
+        return self.core.disconnect(conn, now)
 
-    def _apply_local(
-        self, kind: str, conn: ConnId | None, raw: str | bytes | None, now: datetime, *, own: bool
-    ) -> None:
-        if kind == "timer":
+    async def _room_timer(self, cid: str) -> None:
+        """Expire the grace periods of a stored room."""
+        assert self.store is not None
+        now = self.clock()
+        async with self.store.room(cid) as slot:
+            self.core.load(cid, slot.state, slot.ended_at)
             out = self.core.handle_timer(now)
-        elif conn is None:
-            return
-        elif kind == "connect":
-            out = self.core.connect(conn, now)
-        elif kind == "receive":
-            out = self.core.receive(conn, raw if raw is not None else b"", now)
-        else:
-            out = self.core.disconnect(conn, now)
-        self._dispatch(out, own=own)
+            state, next_timer, ended_at = self.core.unload(cid)
+            forward = self.core.take_forward()
+            await slot.save(state, next_timer, ended_at)
+            await slot.forward(self.node_id, forward)
+        self._dispatch(out)
 
     async def serve(self, ws: WebSocket) -> None:
         """Handle one websocket until it closes."""
@@ -164,7 +168,7 @@ class SignalingService:
                 await self._input("receive", conn, raw)
         except (WebSocketDisconnect, RuntimeError, OSError) as exc:
             log.debug("signaling connection %s ended: %r", conn, exc)
-        except SignalingError as exc:  # the shared input log is unavailable
+        except SignalingError as exc:  # the room store is unavailable
             log.warning("signaling connection %s closed: %s", conn, exc)
             with contextlib.suppress(RuntimeError, OSError):
                 await ws.close(1011, "signaling unavailable")
@@ -180,11 +184,10 @@ class SignalingService:
                 with contextlib.suppress(RuntimeError, OSError):
                     await ws.close()
 
-    def _dispatch(self, out: list[Outgoing], *, own: bool = True) -> None:
+    def _dispatch(self, out: list[Outgoing]) -> None:
         for action in out:
             if isinstance(action, Record):
-                if own:
-                    self._record(action)
+                self._record(action)
                 continue
             outbox = self._outboxes.get(action.conn)
             if outbox is None or outbox.closing:
@@ -236,26 +239,21 @@ class SignalingService:
 
     async def _timer_loop(self) -> None:
         while True:
+            if self.store is not None:
+                await asyncio.sleep(TIMER_POLL_S)
+                with contextlib.suppress(OSError, RuntimeError, SignalingError):
+                    for cid in await self.store.due(self.clock()):
+                        await self._room_timer(cid)
+                continue
             self._wake.clear()
             deadline = self.core.get_timer()
             now = self.clock()
-            if deadline is None:
-                timeout: float | None = None
-            elif deadline == self._timer_published:  # published, not yet applied: re-publish after 1 s if lost
-                timeout = 1.0
-            else:
-                timeout = max(0.0, (deadline - now).total_seconds())
+            timeout = None if deadline is None else max(0.0, (deadline - now).total_seconds())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
             now = self.clock()
-            if (deadline := self.core.get_timer()) is None or deadline > now:
-                continue
-            if self.input_log is None:
+            if (deadline := self.core.get_timer()) is not None and deadline <= now:
                 self._dispatch(self.core.handle_timer(now))
-            elif not self._wake.is_set():  # every node may publish a timer input: applying it twice is harmless
-                self._timer_published = deadline
-                with contextlib.suppress(OSError, RuntimeError, SignalingError):
-                    await self._input("timer", None)
 
     async def aclose(self) -> None:
         """Stop the timer and close every websocket (server shutdown)."""
@@ -263,11 +261,15 @@ class SignalingService:
             self._timer_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._timer_task
+        if self.store is not None:  # our seats go into grace: their holders may reclaim them on another node
+            for conn in list(self._outboxes):
+                with contextlib.suppress(OSError, RuntimeError, SignalingError):
+                    await self._input("disconnect", conn)
         for outbox in list(self._outboxes.values()):
             with contextlib.suppress(RuntimeError, OSError):
                 await outbox.ws.close(1001, "server shutting down")
-        if self.input_log is not None:
-            await self.input_log.aclose()
+        if self.store is not None:
+            await self.store.aclose()
         if self._record_task is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._records.join(), 5)

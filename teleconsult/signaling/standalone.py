@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -67,7 +68,8 @@ async def running(
 def main(argv: list[str] | None = None) -> int:
     """``python -m teleconsult.signaling.standalone``: serve signaling only (key from ``TBIB_SIGNALING_KEY``, hex).
 
-    With ``--pg-dsn`` (or ``TBIB_SIGNALING_PG_DSN``) nodes share their inputs through PostgreSQL LISTEN/NOTIFY.
+    With ``--pg-dsn`` (or ``TBIB_SIGNALING_PG_DSN``) rooms live in that database (migrated at start), so any node
+    serves any room, also after a restart (:mod:`.roomstore`).
     ``TBIB_SIGNALING_TURN_URLS`` (JSON list) and ``TBIB_SIGNALING_TURN_SECRET``: TURN handed out in ``joined``.
     ``--dashboard-assets``: also serve the dashboard's static files (the benchmark's vitals panel).
     Prints ``SIGNALING <base url>`` on stdout once listening; runs until SIGTERM/SIGINT.
@@ -78,9 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     import signal
     import sys
 
+    from psycopg_pool import AsyncConnectionPool
+
     from teleconsult.signaling.core import SignalingConfig
-    from teleconsult.signaling.pgbus import PgInputLog
+    from teleconsult.signaling.roomstore import PgRoomStore
     from teleconsult.signaling.turn import IceConfig
+    from teleconsult.store.migrate import upgrade_async
 
     parser = argparse.ArgumentParser(prog="python -m teleconsult.signaling.standalone")
     parser.add_argument("--host", default="127.0.0.1")
@@ -102,14 +107,24 @@ def main(argv: list[str] | None = None) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        input_log = PgInputLog(args.pg_dsn) if args.pg_dsn else None
+        pool: AsyncConnectionPool[Any] | None = None
+        store = None
+        if args.pg_dsn:
+            await upgrade_async(args.pg_dsn)
+            pool = AsyncConnectionPool(args.pg_dsn, min_size=1, max_size=8, open=False)
+            await pool.open()
+            store = PgRoomStore(pool, args.pg_dsn)
         turn_urls = tuple(json.loads(os.environ.get("TBIB_SIGNALING_TURN_URLS", "[]")))
         ice = IceConfig(turn_urls=turn_urls, turn_secret=os.environ.get("TBIB_SIGNALING_TURN_SECRET", "").encode())
-        service = SignalingService(SignalingConfig(token_key=key, ice=ice), input_log=input_log)
-        async with running(service, host=args.host, port=args.port, dashboard_assets=args.dashboard_assets) as base:
-            sys.stdout.write(f"SIGNALING {base}\n")
-            sys.stdout.flush()
-            await stop.wait()
+        service = SignalingService(SignalingConfig(token_key=key, ice=ice), store=store)
+        try:
+            async with running(service, host=args.host, port=args.port, dashboard_assets=args.dashboard_assets) as base:
+                sys.stdout.write(f"SIGNALING {base}\n")
+                sys.stdout.flush()
+                await stop.wait()
+        finally:
+            if pool is not None:
+                await pool.close()
 
     asyncio.run(serve())
     return 0

@@ -1,7 +1,8 @@
 """Consultation join tokens: short-lived HS256 JWTs scoped to (consultation, role).
 
 Claims: ``sub`` (user or gateway id), ``cid`` (consultation id), ``role`` (:class:`Role`), ``aud`` = ``tbib-signaling``,
-``iat``, ``exp``, ``jti``. Verification takes the key and ``now`` explicitly, so tests need no clock patching.
+``iat``, ``exp``, ``jti``, and for an invited guest ``name`` (the name the doctor
+gave, shown in the waiting room). Verification takes the key and ``now`` explicitly, so tests need no clock patching.
 """
 
 from __future__ import annotations
@@ -24,12 +25,19 @@ MIN_KEY_BYTES: Final = 32
 
 
 class Role(StrEnum):
-    """Who a token lets in. ``patient`` and ``agent`` share the patient seat."""
+    """Who a token lets in. ``patient`` and ``agent`` share the patient seat; the guest roles come from invitations."""
 
     DOCTOR = "doctor"
     PATIENT = "patient"
     AGENT = "agent"
     INTERPRETER = "interpreter"
+    NURSE = "nurse"
+    FAMILY = "family"
+
+
+#: Roles an invitation link may carry (a guest without an account).
+GUEST_ROLES: Final = frozenset({Role.NURSE, Role.INTERPRETER, Role.FAMILY})
+MAX_NAME_CHARS: Final = 80
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +49,7 @@ class JoinClaims:
     subject: str
     expires_at: datetime
     token_id: str
+    name: str | None = None
 
 
 def _check_key(key: bytes) -> None:
@@ -49,7 +58,14 @@ def _check_key(key: bytes) -> None:
 
 
 def issue_token(
-    *, key: bytes, consultation_id: str, role: Role, subject: str, now: datetime, ttl: timedelta = DEFAULT_TTL
+    *,
+    key: bytes,
+    consultation_id: str,
+    role: Role,
+    subject: str,
+    now: datetime,
+    ttl: timedelta = DEFAULT_TTL,
+    name: str | None = None,
 ) -> str:
     """A signed join token valid from ``now`` for ``ttl``."""
     _check_key(key)
@@ -64,6 +80,8 @@ def issue_token(
         "exp": int((now + ttl).timestamp()),
         "jti": secrets.token_urlsafe(12),
     }
+    if name is not None:
+        claims["name"] = name[:MAX_NAME_CHARS]
     return jwt.encode(claims, key, algorithm=ALGORITHM)
 
 
@@ -95,7 +113,11 @@ def verify_token(token: str, *, key: bytes, now: datetime) -> JoinClaims:
     cid, sub = claims["cid"], claims["sub"]
     if not isinstance(cid, str) or not cid or not isinstance(sub, str) or not sub:
         raise TokenError("token cid and sub must be non-empty strings", code="bad-token")
+    name = claims.get("name")
+    if name is not None and (not isinstance(name, str) or len(name) > MAX_NAME_CHARS):
+        raise TokenError(f"token name must be a string of at most {MAX_NAME_CHARS} characters", code="bad-token")
     return JoinClaims(
+        name=name,
         consultation_id=cid,
         role=role,
         subject=sub,

@@ -26,8 +26,8 @@ from teleconsult.security import audit as audit_log
 from teleconsult.settings import Settings
 from teleconsult.signaling import record as consult_record
 from teleconsult.signaling.core import SignalingConfig
-from teleconsult.signaling.pgbus import PgInputLog
 from teleconsult.signaling.rooms import Record
+from teleconsult.signaling.roomstore import PgRoomStore
 from teleconsult.signaling.router import pages_router, ws_router
 from teleconsult.signaling.service import SignalingService
 from teleconsult.signaling.turn import IceConfig
@@ -48,8 +48,8 @@ class SignalingExt(BaseModel):
     turn_ttl_s: int = Field(default=7200, ge=60, le=7 * 24 * 3600)
     rate_per_second: float = Field(default=20.0, gt=0)
     rate_burst: float = Field(default=60.0, ge=1)
-    cluster: bool = False
-    """Share rooms between API nodes through PostgreSQL LISTEN/NOTIFY on ``database_url`` (start nodes together)."""
+    cluster: bool = True
+    """Keep rooms in PostgreSQL (``signaling_rooms``) so any API node serves any room; ``false``: in this process."""
 
 
 def ext_settings(settings: Settings) -> SignalingExt:
@@ -113,8 +113,8 @@ def record_sink(pool: AsyncConnectionPool[Any]) -> Any:
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Create the service on ``app.state.signaling``; close every socket on shutdown."""
     settings: Settings = app.state.settings
-    input_log = PgInputLog(settings.database_url) if ext_settings(settings).cluster else None
-    service = SignalingService(signaling_config(settings), on_record=record_sink(app.state.pool), input_log=input_log)
+    store = PgRoomStore(app.state.pool, settings.database_url) if ext_settings(settings).cluster else None
+    service = SignalingService(signaling_config(settings), on_record=record_sink(app.state.pool), store=store)
     await service.start()
     app.state.signaling = service
     app.state.signaling_token_ttl = timedelta(seconds=ext_settings(settings).token_ttl_s)

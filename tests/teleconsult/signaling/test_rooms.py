@@ -177,7 +177,7 @@ def test_wrong_role_claim_is_refused() -> None:
     d = Driver()
     d.connect(X)
     forged_role = jwt.encode(
-        {"sub": "u", "cid": "c1", "role": "nurse", "aud": "tbib-signaling", "exp": int(T0.timestamp()) + 60},
+        {"sub": "u", "cid": "c1", "role": "surgeon", "aud": "tbib-signaling", "exp": int(T0.timestamp()) + 60},
         KEY,
         algorithm="HS256",
     )
