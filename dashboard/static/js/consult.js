@@ -6,6 +6,7 @@
 import { PeerSession, Signaling, watchFirstFrame } from "/consult/static/call.js";
 import { get, post, put } from "./api.js";
 import { fmtDateTime, t } from "./i18n.js";
+import { GatewayCall } from "./gateway_call.js";
 import { VitalsPanel } from "./vitals_panel.js";
 
 export class ConsultView {
@@ -24,6 +25,7 @@ export class ConsultView {
 
   destroy() {
     if (this.panel) this.panel.destroy();
+    if (this.gwCall) this.gwCall.destroy();
     this.destroyed = true;
     if (this.rx) this.rx.destroy();
     if (this.session) this.session.close();
@@ -76,14 +78,18 @@ export class ConsultView {
     const controls = document.createElement("div");
     controls.className = "controls";
     this.callBtn = Object.assign(document.createElement("button"), { type: "button", className: "primary", textContent: t("consult.call"), disabled: true });
-    this.callBtn.onclick = () => this.call(Object.keys(this.peers)[0] || "patient");
+    // "Appeler": with nobody in the room it rings the patient's gateway (gateway_call.js), else it calls the peer.
+    this.gwCall = new GatewayCall({ patientId: this.patientId, feed: window.tbib ? window.tbib.feed : null });
+    this.callBtn.id = "call-btn";
+    this.callBtn.onclick = () => (Object.keys(this.peers).length ? this.call(Object.keys(this.peers)[0])
+      : this.gwCall.ring(this.consultation.id).catch((err) => this._fail(err)));
     this.endBtn = Object.assign(document.createElement("button"), { type: "button", className: "danger", textContent: t("consult.end") });
     this.endBtn.id = "end-call";
     this.endBtn.onclick = () => this.end();
     this.linkBtn = Object.assign(document.createElement("button"), { type: "button", textContent: t("consult.patient_link") });
     this.linkBtn.onclick = () => this.patientLink();
     this.linkOut = document.createElement("output");
-    controls.append(this.callBtn, " ", this.endBtn, " ", this.linkBtn, " ", this.panel.toggle, " ", this.linkOut);
+    controls.append(this.callBtn, " ", this.gwCall.el, " ", this.endBtn, " ", this.linkBtn, " ", this.panel.toggle, " ", this.linkOut);
 
     const notes = document.createElement("section");
     notes.setAttribute("aria-labelledby", "notes-h");
@@ -145,10 +151,12 @@ export class ConsultView {
     this.iceServers = joined.iceServers || [];
     for (const p of joined.peers || []) this.peers[p.seat] = { role: p.role };
     this._status(t("consult.waiting"), "waiting");
+    this.callBtn.disabled = false;
     if (Object.keys(this.peers).length) this.call(Object.keys(this.peers)[0]);
   }
 
   _lobby(waiting) {
+    for (const w of waiting) if (w.role === "agent" && this.gwCall.expectsAgent()) this.sig.send("admit", { seat: w.seat });
     this.lobbyEmpty.hidden = waiting.length > 0;
     this.lobbyList.replaceChildren(...waiting.map((w) => {
       const li = document.createElement("li");

@@ -69,6 +69,8 @@ export class LiveFeed extends EventTarget {
         this.dispatchEvent(new CustomEvent("alert", { detail: frame }));
       } else if (frame.type === "vitals") {
         this.dispatchEvent(new CustomEvent("vitals", { detail: frame.items }));
+      } else if (frame.type === "call") {
+        this.dispatchEvent(new CustomEvent("call", { detail: frame })); // gateway_call.js
       } else if (frame.type === "resync") {
         this.dispatchEvent(new CustomEvent("resync", { detail: frame.reason }));
       }
