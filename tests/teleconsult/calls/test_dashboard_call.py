@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -29,7 +30,8 @@ from teleconsult.api.app import create_app
 from teleconsult.bench.call_doctor import AiortcDoctor
 from teleconsult.calls.command import CommandSigner
 from teleconsult.store.migrate import upgrade
-from tests.teleconsult.api.helpers import LiveServer, Seeded, login, make_settings, seed
+from tests.dashboard.conftest import CHROMIUM, CHROMIUM_ARGS
+from tests.teleconsult.api.helpers import PASSWORD, LiveServer, Seeded, login, make_settings, seed
 
 pytestmark = pytest.mark.slow
 
@@ -41,7 +43,7 @@ def stack(tsdb_dsn: str, mqtt_url: str) -> Iterator[tuple[LiveServer, Seeded]]:
     with psycopg.connect(tsdb_dsn, autocommit=True) as conn:
         conn.execute("insert into consents (patient_id, purpose, granted) values (%s, 'teleconsultation', true)",
                      (seeded.p1,))  # fmt: skip
-    settings = make_settings(seeded.dsn, mqtt_url=mqtt_url, ext={"calls": {"ack_timeout_s": 4}})
+    settings = make_settings(seeded.dsn, mqtt_url=mqtt_url, cookie_secure=False, ext={"calls": {"ack_timeout_s": 4}})
     with LiveServer(create_app(settings)) as server:
         service = server.config.app.state.calls
         deadline = time.monotonic() + 10
@@ -201,3 +203,64 @@ async def test_refused_command_and_offline_gateway(stack: tuple[LiveServer, Seed
             out = (await http.post(f"{base}/consultations/{cid}/call", headers=headers)).json()
             assert (out["state"], out["reason"]) == ("offline", "gateway-offline")
             assert (await feed.until(out["call_id"], "offline"))["reason"] == "gateway-offline"
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Any]:
+    if not shutil.which(CHROMIUM):
+        pytest.skip("Debian chromium is not installed (apt-get install -y chromium)")
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as pw:
+        b = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            await b.close()
+
+
+@pytest.mark.browser
+async def test_appeler_button_shows_the_states_in_french_and_english(
+    stack: tuple[LiveServer, Seeded], tmp_path: Path, mqtt_url: str, browser: Any
+) -> None:
+    server, seeded = stack
+    async with httpx.AsyncClient() as http:
+        key = (await http.get(f"{server.url}/api/v1/calls/command-key")).json()["public_key"]
+    gw = enrol_gateway(seeded)
+    gateway = make_gateway(tmp_path, mqtt_url, gw, [key])
+    stop, task = await start(gateway)
+    await wait_online(server, gw)
+    page = await (await browser.new_context(locale="fr-FR")).new_page()
+    await page.goto(f"{server.url}/")
+    await page.fill("#username", "c-doctor")
+    await page.fill("#password", PASSWORD)
+    await page.press("#password", "Enter")
+    await page.wait_for_selector("table.patients tbody tr")
+    await page.goto(f"{server.url}/#/consult/{seeded.p1}")
+    button = page.locator("#call-btn:not([disabled])")
+    await button.wait_for(timeout=20_000)
+    assert await button.text_content() == "Appeler"
+    await button.click()
+    await page.wait_for_selector("#gateway-call[data-state=connected]", timeout=20_000)
+    assert await page.text_content("#gateway-call") == "Connecté"
+    history = await page.evaluate("window.tbib.view.gwCall.history")
+    states = [h["state"] for h in history]
+    assert states[:2] == ["sending", "ringing"], states
+    assert "joined" in states, states
+    await page.wait_for_function("window.tbib.view.metrics.firstFrameMs !== null", timeout=20_000)
+    shown = await page.evaluate("window.tbib.view.gwCall.history.map(h => h.state)")
+    assert shown.index("joined") < shown.index("connected")
+    stop.set()
+    await asyncio.wait_for(task, 20)
+    await wait_online(server, gw, "offline")
+    # English, and the gateway is offline now
+    await page.goto(f"{server.url}/#/patients")
+    await page.select_option("#lang", "en")
+    await page.goto(f"{server.url}/#/consult/{seeded.p1}")
+    button = page.locator("#call-btn:not([disabled])")
+    await button.wait_for(timeout=20_000)
+    assert await button.text_content() == "Call"
+    await button.click()
+    await page.wait_for_selector("#gateway-call[data-state=offline]", timeout=10_000)
+    assert await page.text_content("#gateway-call") == "The gateway is offline (not connected right now)"
+    await page.select_option("#lang", "fr")
