@@ -15,6 +15,9 @@ Measured, over ``--calls`` calls each:
   relay-only, so every packet goes through coturn, over TURN/UDP and over TURN/TCP (``first_frame_relay_*``);
 - the vitals panel (``vitals_panel_*``): reading taken in the agent -> drawn in the dashboard's vitals panel on the
   Chromium doctor page (the animation frame that wrote it), readings taken after the channel opened;
+- with ``--pg-dsn`` and ``--mqtt-url`` (or ``$TBIB_TEST_MQTT_URL``): ``dashboard_call_to_agent_join_*``, the doctor's
+  "Appeler" (``POST .../call``) -> the gateway's agent admitted in the room, through the whole server, Mosquitto and a
+  gateway with a simulated strap (:mod:`teleconsult.bench.call_dashboard`);
 - baseline in the same run: bare aiortc <-> aiortc in one process, no signaling, no separate processes.
 The last stdout line is one JSON object.
 """
@@ -64,6 +67,7 @@ GOALS_MS: Final = {
     "first_frame_relay_udp_p50_ms": 500.0,
     "first_frame_relay_tcp_p50_ms": 500.0,
     "vitals_panel_p95_ms": 300.0,
+    "dashboard_call_to_agent_join_p50_ms": 3000.0,
 }
 
 
@@ -278,7 +282,9 @@ async def two_node_calls(
         return first, await ping_rtt(ws_a, tokens["ping"])
 
 
-async def run(calls: int, cpu_seconds: float, with_browser: bool, pg_dsn: str | None) -> dict[str, Any]:
+async def run(
+    calls: int, cpu_seconds: float, with_browser: bool, pg_dsn: str | None, mqtt_url: str | None = None
+) -> dict[str, Any]:
     key = secrets.token_bytes(32)
     env = {**os.environ, "TBIB_SIGNALING_KEY": key.hex(), "PYTHONUNBUFFERED": "1"}
     now = datetime.now(UTC)
@@ -324,6 +330,11 @@ async def run(calls: int, cpu_seconds: float, with_browser: bool, pg_dsn: str | 
             "ping": issue_token(key=key, consultation_id="bench-ping", role=Role.DOCTOR, subject="dr-3", now=later),
         }
         two_nodes, two_nodes_rtt = await two_node_calls(py, env, pg_dsn, tokens, calls)
+    dash: dict[str, list[float]] = {"joined": [], "first": []}
+    if pg_dsn and mqtt_url:
+        from teleconsult.bench.call_dashboard import dashboard_calls
+
+        dash = await dashboard_calls(pg_dsn, mqtt_url, calls)
     relay: dict[str, dict[str, list[Any]]] = {}
     if with_browser and shutil.which(CHROMIUM) and coturn_binary() is not None:
         import tempfile
@@ -363,6 +374,9 @@ async def run(calls: int, cpu_seconds: float, with_browser: bool, pg_dsn: str | 
         "two_nodes_signaling_rtt_p50_ms": _r(pct(two_nodes_rtt, 50)),
         "two_nodes_agent_first_frame_p50_ms": _r(pct(two_nodes, 50)),
         "two_nodes_agent_first_frame_p95_ms": _r(pct(two_nodes, 95)),
+        "dashboard_call_to_agent_join_p50_ms": _r(pct(dash["joined"], 50)),
+        "dashboard_call_to_agent_join_p95_ms": _r(pct(dash["joined"], 95)),
+        "dashboard_call_to_first_frame_p50_ms": _r(pct(dash["first"], 50)),
         "baseline_first_frame_p50_ms": _r(pct(base_ms, 50)),
         "baseline_first_frame_p95_ms": _r(pct(base_ms, 95)),
         "cpus": psutil.cpu_count(),
@@ -396,11 +410,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=os.environ.get("TBIB_TEST_DSN"),
         help="also run doctor on node A / agent on node B through this PostgreSQL (default $TBIB_TEST_DSN)",
     )
+    parser.add_argument(
+        "--mqtt-url",
+        default=os.environ.get("TBIB_TEST_MQTT_URL"),
+        help="with --pg-dsn: time dashboard call -> gateway agent joined through this broker ($TBIB_TEST_MQTT_URL)",
+    )
     parser.add_argument("--json", action="store_true", help="print only the JSON line")
     args = parser.parse_args(argv)
     if args.calls < 1:
         parser.error("--calls must be >= 1")
-    result = asyncio.run(run(args.calls, args.cpu_seconds, not args.no_browser, args.pg_dsn))
+    result = asyncio.run(run(args.calls, args.cpu_seconds, not args.no_browser, args.pg_dsn, args.mqtt_url))
     if not args.json:
         for k, v in result.items():
             print(f"{k:36} {v}")
