@@ -17,8 +17,17 @@ Rules (names are the alert's ``rule``)
 - ``gateway_offline``: the patient's gateway has been offline for ``gateway_offline_after`` (no-data alerts are held
   back meanwhile, and re-armed with ``flush_grace`` when it returns).
 
-Only the newest reading (max ``measured_at``) of a metric drives thresholds: a late, older reading is history (it still
-feeds trends). One open alert per (patient, rule); a clinician's ``resolve`` closes it and the rule starts afresh.
+Which readings each rule uses (the service feeds every committed reading, each batch whole in ``measured_at`` order,
+:mod:`teleconsult.alerts.feed`):
+- thresholds: every reading that is the newest of its metric when it arrives; in an ordered batch that is each one in
+  turn (SpO2 97, 85, 97 enters the level at 85; with a minimum duration it starts a pending alert that the next 97
+  cancels). A late, older reading is history: it does not drive thresholds;
+- trends: every reading goes into the window (late ones too); the rule is evaluated on each newest one against the
+  window's extreme (97, 85, 97 within 2 s raises ``spo2_falling`` and clears it);
+- NEWS2: the newest observation of each parameter, scored once per run of :meth:`Engine.receive` calls (once per
+  fetch of the feed): an intermediate value of one batch is not scored by NEWS2 (thresholds and trends see it);
+- no-data: the newest ``measured_at`` of the metric.
+One open alert per (patient, rule); a clinician's ``resolve`` closes it and the rule starts afresh.
 """
 
 from __future__ import annotations

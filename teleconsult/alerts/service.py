@@ -6,7 +6,11 @@ the lock with its session). At start the leader rebuilds the engine from the sto
 (:meth:`Engine.restore`), and the readings of the last trend/NEWS2 windows.
 
 Inputs
-- ``NOTIFY tbib_readings``: committed newest readings (trigger of migration 0200 on ``latest_readings``).
+- Every committed reading, through :mod:`teleconsult.alerts.feed` (migration 0210): ``NOTIFY tbib_reading_batches``
+  wakes the leader, which reads the batches committed since its position and their readings (one indexed query) and
+  feeds them in ``measured_at`` order with ``now = ingested_at``. The position is saved (at most every
+  :data:`POSITION_EVERY_S`) after the events of those readings were stored. A new leader replays every batch committed
+  since the saved position, after its warm-up on the readings before it; events replayed twice are stored once.
 - ``NOTIFY tbib_alert_events``: acknowledgements/resolutions made over HTTP on any node (the engine stops escalating
   or closes the rule), and ``profile:<patient>`` when a profile changes.
 - ``tbib/v1/gw/+/status`` (retained ``online``/``offline``) when a broker URL is given: gateway state for no-data.
@@ -44,7 +48,7 @@ from urllib.parse import urlsplit
 
 import psycopg
 
-from teleconsult.alerts import store
+from teleconsult.alerts import feed, store
 from teleconsult.alerts.engine import Engine
 from teleconsult.alerts.model import AlertEvent, AlertKey, Reading
 from teleconsult.alerts.rules import EngineConfig
@@ -57,6 +61,12 @@ LEADER_LOCK: Final = 0x7462_6962_616C_7274
 #: Longest time an engine event waits for the rest of a burst of notifications before it is stored.
 FLUSH_AFTER_S: Final = 0.005
 STATUS_TOPIC: Final = "tbib/v1/gw/+/status"
+#: Shortest interval between two saves of the feed position (a replay re-feeds at most this much).
+POSITION_EVERY_S: Final = 1.0
+#: Readings fed per engine step during a replay (bounded memory: rows are fetched per group of batches).
+REPLAY_BATCHES: Final = 50
+#: Interval between two deletions of the batches before the saved position.
+PRUNE_EVERY_S: Final = 10.0
 #: Events of a store transaction that failed are stored again by the next leadership of this process if it starts
 #: within this many seconds (a PostgreSQL failover takes 10-30 s).
 UNSTORED_MAX_AGE_S: Final = 120.0
@@ -109,6 +119,12 @@ class EngineService:
         self.engine: Engine | None = None
         self.stored_events = 0
         self.retried_events = 0
+        self.fed = 0
+        """Readings fed to the engine by this process (live and replayed)."""
+        self.replayed = 0
+        """Readings replayed at the start of a leadership (committed since the saved position)."""
+        self._saved_at = 0.0
+        self._pruned_at = 0.0
         """Events of a failed store transaction stored again after the leadership was regained."""
         self._unstored: tuple[float, list[AlertEvent]] | None = None
         self._inbox: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
@@ -135,11 +151,11 @@ class EngineService:
             await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True) as listen,
             await psycopg.AsyncConnection.connect(self.conninfo) as work,
         ):
-            await listen.execute(f"listen {store.READINGS_CHANNEL}")
+            await listen.execute(f"listen {feed.CHANNEL}")
             await listen.execute(f"listen {store.EVENTS_CHANNEL}")
             await self._retry_unstored(work)
             engine = Engine(self.config)
-            cursor = await self._rebuild(engine, work)
+            cursor, position = await self._rebuild(engine, work)
             self.engine = engine
             client = self._start_mqtt(asyncio.get_running_loop()) if self.mqtt_url else None
             try:
@@ -147,14 +163,22 @@ class EngineService:
                     tasks.create_task(self._listen(listen))
                     tasks.create_task(self._keepalive(lock_conn))
                     self.leader.set()
-                    await self._loop(engine, work, cursor)
+                    await self._loop(engine, work, cursor, position)
             finally:
                 if client is not None:
                     client.loop_stop()
                     client.disconnect()
 
-    async def _rebuild(self, engine: Engine, work: psycopg.AsyncConnection[Any]) -> int:
+    async def _rebuild(self, engine: Engine, work: psycopg.AsyncConnection[Any]) -> tuple[int, str]:
         now = self.clock()
+        position = await feed.load_position(work) or await feed.current_position(work)
+        new_position, gap = await feed.fetch(work, position)
+        gap_ids: set[Any] = set()
+        for i in range(0, len(gap), REPLAY_BATCHES):
+            cur = await work.execute(
+                "select reading_id from readings where ingested_at = any(%s)", (gap[i : i + REPLAY_BATCHES],)
+            )
+            gap_ids.update(r[0] for r in await cur.fetchall())
         for profile in await store.profiles(work):
             engine.set_patient(profile, now)
         engine.restore(await store.open_alerts(work), now)
@@ -163,24 +187,43 @@ class EngineService:
         # history of the trend metrics over their windows; fed in measured_at order.
         horizon = now + timedelta(minutes=5)
         cur = await work.execute(
-            "select patient_id, metric, value, unit, measured_at, device_id from latest_readings"
+            "select patient_id, metric, value, unit, measured_at, device_id, reading_id, updated_at"
+            " from latest_readings"
             " where measured_at > %s and measured_at <= %s",
             (now - self.config.news2_freshness, horizon),
         )
         rows = list(await cur.fetchall())
         for trend in self.config.trends:
             cur = await work.execute(
-                "select patient_id, metric, value, unit, measured_at, device_id from readings"
+                "select patient_id, metric, value, unit, measured_at, device_id, reading_id, ingested_at from readings"
                 " where metric = %s and measured_at > %s and measured_at <= %s",
                 (trend.metric, now - trend.window, horizon),
             )
             rows += await cur.fetchall()
-        rows.sort(key=lambda r: r[4])
-        for r in rows:
-            engine.receive(Reading(str(r[0]), r[1], r[2], r[3], r[4], None if r[5] is None else str(r[5])), now)
+        # the warm-up is the state before the position: readings committed after it are replayed below, in order
+        # each with now = its commit time (latest_readings.updated_at is the now() of the batch that wrote it), so
+        # that an episode the last leader stored is stored again as the same, idempotent events
+        rows = sorted((r for r in rows if r[6] not in gap_ids), key=lambda r: r[4])
+        self._feed(engine, rows)
         await work.commit()
         await self._flush(engine, work)
-        return cursor
+        for i in range(0, len(gap), REPLAY_BATCHES):
+            self.replayed += self._feed(engine, await feed.readings_of(work, gap[i : i + REPLAY_BATCHES]))
+            await work.commit()
+            await self._flush(engine, work)
+        if gap:
+            log.info("alert engine: replayed %d batches committed since the last position", len(gap))
+        await feed.save_position(work, new_position)
+        await feed.prune(work, new_position)
+        self._saved_at = self._pruned_at = time.monotonic()
+        return cursor, new_position
+
+    @staticmethod
+    def _feed(engine: Engine, rows: list[tuple[Any, ...]]) -> int:
+        """Feed readings rows (:func:`feed.readings_of`, ``measured_at`` order), each with ``now`` = its commit time."""
+        for r in rows:
+            engine.receive(feed.to_reading(r), r[7])
+        return len(rows)
 
     async def _listen(self, listen: psycopg.AsyncConnection[Any]) -> None:
         async for n in listen.notifies():
@@ -192,10 +235,13 @@ class EngineService:
             await asyncio.sleep(5.0)
             await lock_conn.execute("select 1")
 
-    async def _loop(self, engine: Engine, work: psycopg.AsyncConnection[Any], cursor: int) -> None:
+    async def _loop(self, engine: Engine, work: psycopg.AsyncConnection[Any], cursor: int, position: str) -> None:
+        saved = position
         while True:
             timer = engine.get_timer()
             timeout = None if timer is None else max(0.0, (timer - self.clock()).total_seconds())
+            if position != saved:  # the position is saved within POSITION_EVERY_S of its last change
+                timeout = POSITION_EVERY_S if timeout is None else min(timeout, POSITION_EVERY_S)
             try:
                 first = await asyncio.wait_for(self._inbox.get(), timeout)
             except TimeoutError:
@@ -206,11 +252,16 @@ class EngineService:
                     batch.append(self._inbox.get_nowait())
             pending: list[AlertEvent] = []
             first_at = 0.0
+            fetched = False
             for channel, payload in batch:
                 now = self.clock()
-                if channel == store.READINGS_CHANNEL:
-                    for reading in parse_readings(payload):
-                        engine.receive(reading, now)
+                if channel == feed.CHANNEL:
+                    if fetched:  # one fetch reads every batch committed so far
+                        continue
+                    fetched = True
+                    position, batches = await feed.fetch(work, position)
+                    self.fed += self._feed(engine, await feed.readings_of(work, batches))
+                    await work.commit()
                 elif channel == store.EVENTS_CHANNEL:
                     cursor = await self._clinician_actions(engine, work, payload, cursor, now)
                 elif channel == "gateway":
@@ -226,6 +277,12 @@ class EngineService:
                     pending = []
             engine.handle_timer(self.clock())
             await self._flush(engine, work, pending)
+            if position != saved and time.monotonic() - self._saved_at >= POSITION_EVERY_S:
+                await feed.save_position(work, position)  # after the events of the readings before it were stored
+                saved, self._saved_at = position, time.monotonic()
+                if self._saved_at - self._pruned_at >= PRUNE_EVERY_S:
+                    await feed.prune(work, position)
+                    self._pruned_at = self._saved_at
 
     async def _clinician_actions(
         self, engine: Engine, work: psycopg.AsyncConnection[Any], payload: str, cursor: int, now: datetime

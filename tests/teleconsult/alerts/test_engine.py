@@ -478,3 +478,22 @@ def test_news2_pulse_is_the_newer_of_heart_rate_and_pulse_rate() -> None:
     assert drain(engine) == []
     assert engine.open_alerts() == {AlertKey(P, "news2"): Severity.LOW}
     assert kinds(feed(engine, "pulse_rate", 70, 110)) == [("cleared", "news2", "low")]
+
+
+def test_brief_desaturation_inside_one_batch_raises_and_clears() -> None:
+    """Issue 15 item 2: a batch is fed whole, in measured_at order (SpO2 97, 85, 97 within 2 s): the trend and a
+    zero-duration threshold see the 85, NEWS2 scores the batch once on its newest observation."""
+    spo2 = ThresholdRule("spo2", ("spo2",), (Level(Severity.HIGH, low=88),))
+    engine = Engine(EngineConfig(thresholds=(spo2,)))
+    engine.set_patient(PatientProfile(P), s(0))
+    for t, v in ((0, 97), (1, 85), (2, 97)):  # one batch: every receive() before any drain
+        engine.receive(reading("spo2", v, s(t)), s(3))
+    events = drain(engine)
+    assert kinds(events) == [
+        ("raised", "spo2", "high"),
+        ("raised", "spo2_falling", "medium"),
+        ("cleared", "spo2", "high"),
+        ("cleared", "spo2_falling", "medium"),
+    ]
+    assert events[0].details["value"] == 85
+    assert engine.open_alerts() == {}  # NEWS2 scored 97 (the newest), not 85: no alert left open
