@@ -152,6 +152,10 @@ export class ConsultView {
     for (const p of joined.peers || []) this.peers[p.seat] = { role: p.role };
     this._status(t("consult.waiting"), "waiting");
     this.callBtn.disabled = false;
+    if (sessionStorage.getItem("tbib.ring") === this.patientId) { // "Appeler" on the patient page
+      sessionStorage.removeItem("tbib.ring");
+      if (!Object.keys(this.peers).length) this.gwCall.ring(this.consultation.id).catch((err) => this._fail(err));
+    }
     if (Object.keys(this.peers).length) this.call(Object.keys(this.peers)[0]);
   }
 

@@ -189,10 +189,13 @@ export class PatientPage {
     consult.id = "start-consult";
     consult.textContent = t("consult.start");
     consult.onclick = () => this.onConsult(this.id);
-    head.append(h, this.news, consult);
+    // "Appeler": open the consultation page, which rings the patient's gateway once it is in the room (gateway_call.js).
+    const ring = Object.assign(document.createElement("button"), { type: "button", id: "call-patient", textContent: t("consult.call") });
+    ring.onclick = () => { sessionStorage.setItem("tbib.ring", this.id); this.onConsult(this.id); };
+    head.append(h, this.news, consult, " ", ring);
     // No decision on file is no consent (issue 19): say what tbib does not do for this patient.
     const c = d.consents || {};
-    if (!c.teleconsultation) { consult.disabled = true; consult.title = t("consent.no_teleconsultation"); }
+    if (!c.teleconsultation) { consult.disabled = ring.disabled = true; consult.title = ring.title = t("consent.no_teleconsultation"); }
     for (const purpose of ["remote_monitoring", "teleconsultation"]) {
       if (c[purpose]) continue;
       head.append(Object.assign(document.createElement("p"), {

@@ -236,12 +236,13 @@ async def test_appeler_button_shows_the_states_in_french_and_english(
     await page.fill("#password", PASSWORD)
     await page.press("#password", "Enter")
     await page.wait_for_selector("table.patients tbody tr")
-    await page.goto(f"{server.url}/#/consult/{seeded.p1}")
-    button = page.locator("#call-btn:not([disabled])")
-    await button.wait_for(timeout=20_000)
-    assert await button.text_content() == "Appeler"
-    await button.click()
+    await page.goto(f"{server.url}/#/patient/{seeded.p1}")  # "Appeler" on the patient page opens the call and rings
+    ring = page.locator("#call-patient:not([disabled])")
+    await ring.wait_for(timeout=20_000)
+    assert await ring.text_content() == "Appeler"
+    await ring.click()
     await page.wait_for_selector("#gateway-call[data-state=connected]", timeout=20_000)
+    assert await page.text_content("#call-btn") == "Appeler"
     assert await page.text_content("#gateway-call") == "Connecté"
     history = await page.evaluate("window.tbib.view.gwCall.history")
     states = [h["state"] for h in history]
