@@ -219,6 +219,18 @@ MATRIX: dict[tuple[str, str], Entry] = {
     ("POST", "/api/v1/patients/{patient_id}/consultations/{consultation_id}/join-token"): Entry(
         consult.join_token_policy, body=consult.join_token_body, params={"consultation_id": consult.consultation_id}
     ),
+    # invitation links (issue 19 item 3): only the consultation's doctor; redeeming needs the secret, not a login
+    ("POST", "/api/v1/patients/{patient_id}/consultations/{consultation_id}/invites"): Entry(
+        consult.doctor_only(201), body=consult.invite_body, params={"consultation_id": consult.consultation_id}
+    ),
+    ("GET", "/api/v1/patients/{patient_id}/consultations/{consultation_id}/invites"): Entry(
+        consult.doctor_only(200), params={"consultation_id": consult.consultation_id}
+    ),
+    ("DELETE", "/api/v1/patients/{patient_id}/consultations/{consultation_id}/invites/{invite_id}"): Entry(
+        consult.doctor_only(404),
+        params={"consultation_id": consult.consultation_id, "invite_id": consult.random_id},
+    ),
+    ("POST", "/api/v1/invites/redeem"): Entry(lambda caller, assigned: 401, body=consult.bad_secret),
     # calls started from the dashboard (issue 19 item 2): only the consultation's doctor rings the gateway
     ("POST", "/api/v1/patients/{patient_id}/consultations/{consultation_id}/call"): Entry(
         lambda caller, assigned: 401 if caller == "anonymous" else (200 if caller == "doctor" and assigned else 403),

@@ -66,3 +66,24 @@ def signaling_probe(ctx: Any, url: str, token: str | None, patient_id: uuid.UUID
         ws.send(json.dumps({"v": 1, "seq": 1, "type": "join", "token": token or "none"}))
         reply = json.loads(ws.recv(timeout=5))
         return 200 if reply.get("code") == "bad-token" else 500
+
+
+# ----- invitation links (issue 19 item 3) ----------------------------------------------------------------------------
+def invite_body(ctx: Any) -> dict[str, str]:
+    """An interpreter's invitation."""
+    return {"role": "interpreter", "name": "Youssef"}
+
+
+def doctor_only(ok: int) -> Any:
+    """Only the consultation's doctor (on the care team) manages its invitations."""
+    return lambda caller, assigned: 401 if caller == "anonymous" else (ok if caller == "doctor" and assigned else 403)
+
+
+def random_id(ctx: Any) -> str:
+    """An invitation that does not exist: the doctor gets 404, everyone else is refused before."""
+    return str(uuid.uuid4())
+
+
+def bad_secret(ctx: Any) -> dict[str, str]:
+    """A secret nobody was given."""
+    return {"secret": "not-a-real-invitation-secret-0123456789"}
