@@ -25,6 +25,7 @@ import asyncio
 import json
 import multiprocessing as mp
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -124,6 +125,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             except subprocess.TimeoutExpired:
                 ingest.kill()
         broker.close()
+        shutil.rmtree(logs, ignore_errors=True)  # the nodes' logs (their tails are in any start error)
         if not args.keep_db:
             with psycopg.connect(server_dsn, autocommit=True) as conn:
                 conn.execute(f'drop database if exists "{name}" with (force)')
