@@ -1,5 +1,6 @@
-"""Two signaling server processes sharing rooms through PostgreSQL LISTEN/NOTIFY: the doctor on node A, the agent on
-node B, and the call connects (video both ways, vitals)."""
+"""Two signaling server processes sharing rooms through PostgreSQL (rows in ``signaling_rooms``, frames between nodes by
+NOTIFY): the doctor on node A, the agent on node B, and the call connects (video both ways, vitals); a room created on
+node A is served by node B after A restarted."""
 
 from __future__ import annotations
 
@@ -86,3 +87,52 @@ async def test_doctor_on_node_a_agent_on_node_b(two_nodes: tuple[bytes, str, str
     assert doctor.errors == []
     await agent.stop()
     assert await asyncio.wait_for(run, 10) == "stopped"
+
+
+async def test_room_created_on_node_a_is_served_by_node_b_after_a_restarts(plain_dsn: str) -> None:
+    """Room state is in the database: node A creates the room and restarts; the agent joins on node B, the doctor
+    comes back on the restarted A and reclaims their seat, admits the agent, and the call connects."""
+    import json
+
+    import psycopg
+    from websockets.asyncio.client import connect
+
+    key = secrets.token_bytes(32)
+    now = datetime.now(UTC)
+    cid = f"restart-{secrets.token_hex(4)}"
+
+    def tok(role: Role, sub: str) -> str:
+        return issue_token(key=key, consultation_id=cid, role=role, subject=sub, now=now)
+
+    (a, url_a), (b, url_b) = await asyncio.gather(start_node(key, plain_dsn), start_node(key, plain_dsn))
+    procs = [a, b]
+    try:
+        async with connect(url_a) as ws:
+            assert json.loads(await ws.recv())["type"] == "hello"
+            await ws.send(json.dumps({"v": 1, "seq": 1, "type": "join", "token": tok(Role.DOCTOR, "dr-1")}))
+            assert json.loads(await ws.recv())["type"] == "joined"
+        a.terminate()
+        await asyncio.wait_for(a.wait(), 10)
+        with psycopg.connect(plain_dsn) as conn:
+            row = conn.execute("select state from signaling_rooms where consultation_id = %s", (cid,)).fetchone()
+        assert row is not None
+        assert [s["seat"] for s in row[0]["seats"]] == ["doctor"]
+        a2, url_a2 = await start_node(key, plain_dsn)
+        procs.append(a2)
+        agent = ConsultAgent(
+            ConsultConfig(server=url_b, token=tok(Role.AGENT, "gw-1"), camera=None, ice_servers=[]), None
+        )
+        run = asyncio.create_task(agent.run())
+        async with AiortcDoctor(url_a2, tok(Role.DOCTOR, "dr-1")) as doctor:
+            await asyncio.wait_for(doctor.peer_joined.wait(), 10)
+            assert doctor.joined is not None
+            metrics = await doctor.call("patient")
+            await asyncio.wait_for(metrics.first_frame_event.wait(), 10)
+        assert doctor.errors == []
+        await agent.stop()
+        assert await asyncio.wait_for(run, 10) == "stopped"
+    finally:
+        for p in procs:
+            if p.returncode is None:
+                p.terminate()
+                await asyncio.wait_for(p.wait(), 10)
