@@ -6,6 +6,7 @@ cross-site page cannot ride on ambient credentials. The service lives on ``app.s
 
 Pages (static, no inline script: the app's CSP is ``'self'``):
 - ``/consult/patient#token=...`` — the patient joins from a phone browser (camera + microphone).
+- ``/consult/guest#invite=...`` — a guest of an invitation link (nurse, interpreter, family) redeems it and waits.
 - ``/consult/doctor#token=...`` — a minimal doctor page (tests, benchmark, demo); the dashboard embeds ``call.js``.
 - ``/consult/static/call.js`` — the ES module client (signaling + negotiation roles) for any page.
 """
@@ -24,8 +25,8 @@ WS_PATH: Final = "/signaling"
 """Under the ``/ws/v1`` prefix."""
 
 _TYPES: Final = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8", ".css": "text/css"}
-_PAGES: Final = {"patient": "patient.html", "doctor": "doctor.html"}
-_ASSETS: Final = frozenset({"call.js", "patient.js", "doctor.js", "call.css"})
+_PAGES: Final = {"patient": "patient.html", "doctor": "doctor.html", "guest": "guest.html"}
+_ASSETS: Final = frozenset({"call.js", "patient.js", "doctor.js", "guest.js", "call.css"})
 
 ws_router = APIRouter(tags=["signaling"])
 pages_router = APIRouter(tags=["signaling"], include_in_schema=False)
