@@ -92,6 +92,11 @@ class RoomSlot:
             await self.conn.execute("select pg_notify(%s, %s)", (CHANNEL, payload))
 
 
+#: Backoff of the LISTEN connection while PostgreSQL is unreachable.
+LISTEN_RETRY_MIN_S: Final = 1.0
+LISTEN_RETRY_MAX_S: Final = 10.0
+
+
 class PgRoomStore:
     """Room rows and the cross-node delivery channel."""
 
@@ -103,13 +108,43 @@ class PgRoomStore:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self, node_id: str, on_actions: OnActions, on_lost: OnLost) -> None:
-        """LISTEN for other nodes' deliveries until :meth:`aclose`."""
+        """LISTEN for other nodes' deliveries until :meth:`aclose`, reconnecting with backoff.
+
+        A node starts even while PostgreSQL is down (``/healthz`` says so and the load balancer routes around it);
+        inputs fail with ``unavailable`` until the database is back. A lost LISTEN connection calls ``on_lost``
+        (local sockets are closed so that clients rejoin and resync), then the loop connects again.
+        """
+        listening = await self._connect(LISTEN_RETRY_MIN_S)  # listening before start returns, when it can be
+        self._task = asyncio.create_task(self._run(node_id, on_actions, on_lost, listening), name="signaling-pg-listen")
+
+    async def _connect(self, retry_s: float) -> bool:
         try:
             self._listen = await AsyncConnection.connect(self.conninfo, autocommit=True)
             await self._listen.execute(f'listen "{self.channel}"')
         except psycopg.Error as exc:
-            raise SignalingError(f"cannot listen on PostgreSQL: {exc}", code="unavailable") from exc
-        self._task = asyncio.create_task(self._loop(node_id, on_actions, on_lost), name="signaling-pg-listen")
+            log.warning("signaling: cannot listen on PostgreSQL (retry in %.0f s): %s", retry_s, exc)
+            await self._close_listen()
+            return False
+        return True
+
+    async def _run(self, node_id: str, on_actions: OnActions, on_lost: OnLost, listening: bool) -> None:
+        delay = LISTEN_RETRY_MIN_S
+        while True:
+            if not listening:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, LISTEN_RETRY_MAX_S)
+                listening = await self._connect(delay)
+                continue
+            delay = LISTEN_RETRY_MIN_S
+            await self._loop(node_id, on_actions, on_lost)
+            await self._close_listen()
+            listening = await self._connect(delay)
+
+    async def _close_listen(self) -> None:
+        if self._listen is not None:
+            with contextlib.suppress(psycopg.Error):
+                await self._listen.close()
+            self._listen = None
 
     async def _loop(self, node_id: str, on_actions: OnActions, on_lost: OnLost) -> None:
         assert self._listen is not None
@@ -167,5 +202,4 @@ class PgRoomStore:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        if self._listen is not None:
-            await self._listen.close()
+        await self._close_listen()
