@@ -284,7 +284,10 @@ class Room:
             resumed = occ.conn is None
             occ.conn, occ.grace_until, occ.role = conn, None, claims.role
             if occ.status is SeatStatus.ADMITTED:
-                return out + self._enter(occ, now, resumed=resumed)
+                out += self._enter(occ, now, resumed=resumed)
+                if seat is Seat.DOCTOR and any(o.status is SeatStatus.WAITING for o in self.seats.values()):
+                    out += self._to_doctor_lobby()  # who knocked while the doctor was away (in grace)
+                return out
             return [*out, Send(conn, self._lobby_frame()), *self._to_doctor_lobby()]
         status = SeatStatus.ADMITTED if seat is Seat.DOCTOR else SeatStatus.WAITING
         occ = Occupant(seat, claims.role, claims.subject, conn, status, name=claims.name)

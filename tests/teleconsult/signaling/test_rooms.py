@@ -365,3 +365,18 @@ def test_ended_consultation_cannot_be_reopened_with_a_valid_token() -> None:
     d.join(9, Role.DOCTOR)  # a day later (longer than any join token lives) the memory is dropped
     assert d.last(9)["type"] == "joined"
     assert d.core.ended == {}
+
+
+def test_doctor_back_from_grace_sees_who_knocked_meanwhile() -> None:
+    # the agent joins while the doctor's seat is in grace (its old connection gone): the lobby frame had nobody to
+    # reach, so the doctor's reclaim must carry it (a room moved between API nodes hit this: the call never started)
+    d = Driver()
+    d.join(D, Role.DOCTOR)
+    d.drop(D)
+    d.join(P, Role.AGENT, sub="gw-1")
+    assert d.types(P)[-1] == "lobby"
+    d.join(5, Role.DOCTOR)
+    frames = d.take(5)
+    assert [f["type"] for f in frames][-2:] == ["joined", "lobby"]
+    assert frames[-1]["waiting"][0]["seat"] == "patient"
+    assert frames[-2]["resumed"] is True
