@@ -86,8 +86,10 @@ def _run(args: argparse.Namespace) -> int:
         keep_dir=args.keep, patients=args.patients, link=link, link_backend=args.link_backend,
         link_outages=args.link_outages, link_outage_s=args.link_outage_s, long_outage=args.long_outage,
     )  # fmt: skip
-    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
-    try:  # SIGTERM/SIGHUP become KeyboardInterrupt, as Ctrl-C: the run's finally removes namespaces and processes
+    # SIGINT too: a command started as a background job of a non-interactive shell (CI runners, `make … &`) inherits
+    # SIGINT ignored, and Python then installs no Ctrl-C handler; the run must still stop and clean up.
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:  # each becomes KeyboardInterrupt, as Ctrl-C: the run's finally removes namespaces and processes
         summary = run(config, _progress)
     except (ChaosError, LinkError) as exc:
         raise CliError(str(exc), exit_code=2) from exc

@@ -200,7 +200,10 @@ def test_interrupted_run_removes_its_namespaces_and_gateways(sig: signal.Signals
     processes inside them are gone when it exits."""
     argv = [sys.executable, "-m", "teleconsult.cli.main", "chaos", "--faults", "0", "--gateways", "1", "--workers",
             "1", "--link", "clean", "--long-outage", "1000000", "--json"]  # fmt: skip
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # started with SIGINT ignored, as a background job of a non-interactive shell starts it (this failed in a
+    # fresh-clone run launched that way: the run ignored Ctrl-C and the test timed out)
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))  # fmt: skip
     prefix = f"{netem.NS_PREFIX}{proc.pid}-"
     deadline = time.monotonic() + 120
     inside: list[str] = []
