@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -30,7 +29,6 @@ from teleconsult.api.app import create_app
 from teleconsult.bench.call_doctor import AiortcDoctor
 from teleconsult.calls.command import CommandSigner
 from teleconsult.store.migrate import upgrade
-from tests.dashboard.conftest import CHROMIUM, CHROMIUM_ARGS
 from tests.teleconsult.api.helpers import PASSWORD, LiveServer, Seeded, login, make_settings, seed
 
 pytestmark = pytest.mark.slow
@@ -203,20 +201,6 @@ async def test_refused_command_and_offline_gateway(stack: tuple[LiveServer, Seed
             out = (await http.post(f"{base}/consultations/{cid}/call", headers=headers)).json()
             assert (out["state"], out["reason"]) == ("offline", "gateway-offline")
             assert (await feed.until(out["call_id"], "offline"))["reason"] == "gateway-offline"
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Any]:
-    if not shutil.which(CHROMIUM):
-        pytest.skip("Debian chromium is not installed (apt-get install -y chromium)")
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as pw:
-        b = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            await b.close()
 
 
 @pytest.mark.browser
