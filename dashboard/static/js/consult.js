@@ -1,11 +1,14 @@
-// Consultation view: open a teleconsultation for the patient, join its signaling room as the doctor, admit the patient
-// (or their gateway's agent) from the waiting room, call (the doctor always offers: docs/teleconsultation.md), show
-// remote + self video, the live vitals panel beside it (vitals_panel.js: the "vitals" data channel, the server's
+// Consultation view: open a teleconsultation for the patient, join its signaling room as the doctor, invite guests
+// (consult_invite.js), admit the patient (or their gateway's agent) and the guests from the waiting room, call every
+// admitted seat (mesh; the doctor always offers: docs/teleconsultation.md), show one tile per remote seat
+// (consult_tiles.js) + self video, the live vitals panel beside it (vitals_panel.js: the "vitals" data channel, the server's
 // vitals websocket as fallback), end the call, and save notes to the consultation record. Signaling and negotiation
 // come from the teleconsultation module's /consult/static/call.js.
 import { PeerSession, Signaling, watchFirstFrame } from "/consult/static/call.js";
 import { get, post, put } from "./api.js";
 import { fmtDateTime, t } from "./i18n.js";
+import { InviteForm } from "./consult_invite.js";
+import { Tiles, seatLabel } from "./consult_tiles.js";
 import { GatewayCall } from "./gateway_call.js";
 import { VitalsPanel } from "./vitals_panel.js";
 
@@ -15,11 +18,11 @@ export class ConsultView {
     this.patientId = patientId;
     this.state = state;
     this.sig = null;
-    this.session = null;
+    this.sessions = {};
     this.local = null;
     this.peers = {};
     this.vitals = new Map();
-    this.metrics = { firstFrameMs: null, vitalsMessages: 0, state: "idle", lastVitalsAt: null, errors: [] };
+    this.metrics = { firstFrameMs: null, firstFrameBySeat: {}, vitalsMessages: 0, state: "idle", lastVitalsAt: null, errors: [] };
     this.ready = this.start().catch((err) => this._fail(err));
   }
 
@@ -28,7 +31,7 @@ export class ConsultView {
     if (this.gwCall) this.gwCall.destroy();
     this.destroyed = true;
     if (this.rx) this.rx.destroy();
-    if (this.session) this.session.close();
+    this._closeAll();
     if (this.sig) this.sig.close();
     if (this.local) for (const tr of this.local.getTracks()) tr.stop();
     clearTimeout(this._saveTimer);
@@ -54,13 +57,11 @@ export class ConsultView {
     this.statusEl.setAttribute("role", "status");
     const stage = document.createElement("div");
     stage.className = "stage";
-    this.remote = Object.assign(document.createElement("video"), { autoplay: true, playsInline: true, muted: true });
-    this.remote.id = "remote-video";
-    this.remote.setAttribute("aria-label", t("consult.remote"));
+    this.tiles = new Tiles();
     this.self = Object.assign(document.createElement("video"), { autoplay: true, playsInline: true, muted: true });
     this.self.id = "self-video";
     this.self.setAttribute("aria-label", t("consult.self"));
-    stage.append(this.remote, this.self);
+    stage.append(this.tiles.el, this.self);
     this.panel = new VitalsPanel({ patientId: this.patientId, state: this.state });
     const media = Object.assign(document.createElement("div"), { className: "media" });
     media.append(stage, this.panel.root);
@@ -81,7 +82,7 @@ export class ConsultView {
     // "Appeler": with nobody in the room it rings the patient's gateway (gateway_call.js), else it calls the peer.
     this.gwCall = new GatewayCall({ patientId: this.patientId, feed: window.tbib ? window.tbib.feed : null });
     this.callBtn.id = "call-btn";
-    this.callBtn.onclick = () => (Object.keys(this.peers).length ? this.call(Object.keys(this.peers)[0])
+    this.callBtn.onclick = () => (Object.keys(this.peers).length ? this.callAll()
       : this.gwCall.ring(this.consultation.id).catch((err) => this._fail(err)));
     this.endBtn = Object.assign(document.createElement("button"), { type: "button", className: "danger", textContent: t("consult.end") });
     this.endBtn.id = "end-call";
@@ -109,7 +110,8 @@ export class ConsultView {
     const left = Object.assign(document.createElement("div"), { className: "call-col" });
     left.append(media, controls);
     const side = Object.assign(document.createElement("div"), { className: "side-col" });
-    side.append(lobby, notes, back);
+    this.invite = new InviteForm({ patientId: this.patientId });
+    side.append(this.invite.el, lobby, notes, back);
     // The ordonnance of this consultation (issue 18): rx_history.js, filled once the consultation exists.
     this.rxBox = Object.assign(document.createElement("section"), { className: "rx-panel" });
     this.rxBox.setAttribute("aria-labelledby", "rx-h");
@@ -120,10 +122,12 @@ export class ConsultView {
 
   async start() {
     const patient = await get(`/patients/${this.patientId}`);
+    this.patientName = patient.display_name;
     this._build(patient);
     this._status(t("consult.opening"), "opening");
     this.consultation = await post(`/patients/${this.patientId}/consultations`, { reason: t("consult.reason") });
     this.root.dataset.consultationId = this.consultation.id;
+    this.invite.consultationId = this.consultation.id;
     import("./rx_history.js").then(({ PrescriptionHistory }) => {
       if (!this.destroyed) this.rx = new PrescriptionHistory(this.rxBody, this.patientId, { consultationId: this.consultation.id, allergies: false, open: true });
     }).catch((err) => { this.rxBody.textContent = t("rx.error", { detail: err.message }); });
@@ -137,26 +141,44 @@ export class ConsultView {
     await this.sig.connect();
     this.sig.on("lobby", (f) => this._lobby(f.waiting));
     this.sig.on("peer-joined", (f) => {
-      this.peers[f.seat] = { role: f.role };
+      this.peers[f.seat] = this._who(f);
       this.callBtn.disabled = false;
-      if (!this.session || f.resumed === false) this.call(f.seat);
+      if (!this.sessions[f.seat] || f.resumed === false) this.call(f.seat);
     });
     this.sig.on("peer-left", (f) => {
-      if (!f.temporary) { delete this.peers[f.seat]; this._status(t("consult.peer_left"), "waiting"); }
+      if (f.temporary) return;
+      const who = this.peers[f.seat];
+      delete this.peers[f.seat];
+      if (this.sessions[f.seat]) { this.sessions[f.seat].close(); delete this.sessions[f.seat]; }
+      this.tiles.remove(f.seat);
+      const left = who && who.name ? t("consult.guest_left", { who: seatLabel(who) }) : t("consult.peer_left");
+      this._status(left, Object.keys(this.sessions).length ? this.metrics.state : "waiting");
     });
     this.sig.on("bye", (f) => { if (f.end) this._ended(); });
     this.sig.on("close", () => { if (this.metrics.state !== "ended") this._status(t("consult.signaling_closed"), "closed"); });
     this.sig.on("error", (f) => this.metrics.errors.push(`${f.code}: ${f.detail}`));
     const joined = await this.sig.join(tok.token);
     this.iceServers = joined.iceServers || [];
-    for (const p of joined.peers || []) this.peers[p.seat] = { role: p.role };
+    for (const p of joined.peers || []) this.peers[p.seat] = this._who(p);
     this._status(t("consult.waiting"), "waiting");
     this.callBtn.disabled = false;
     if (sessionStorage.getItem("tbib.ring") === this.patientId) { // "Appeler" on the patient page
       sessionStorage.removeItem("tbib.ring");
       if (!Object.keys(this.peers).length) this.gwCall.ring(this.consultation.id).catch((err) => this._fail(err));
     }
-    if (Object.keys(this.peers).length) this.call(Object.keys(this.peers)[0]);
+    this.callAll();
+  }
+
+  // Name + role of a seat: the guest's name from the invitation, the patient's own name for the patient's seat.
+  _who(f) { return { role: f.role, name: f.name || (f.seat === "patient" ? this.patientName : null) }; }
+
+  get session() { return this.sessions.patient || Object.values(this.sessions)[0] || null; }
+
+  callAll() { for (const seat of Object.keys(this.peers)) this.call(seat); }
+
+  _closeAll() {
+    for (const s of Object.values(this.sessions)) s.close();
+    this.sessions = {};
   }
 
   _lobby(waiting) {
@@ -164,32 +186,42 @@ export class ConsultView {
     this.lobbyEmpty.hidden = waiting.length > 0;
     this.lobbyList.replaceChildren(...waiting.map((w) => {
       const li = document.createElement("li");
+      const who = seatLabel(w);
+      li.dataset.seat = w.seat;
       const admit = Object.assign(document.createElement("button"), { type: "button", className: "primary", textContent: t("consult.admit") });
       admit.dataset.seat = w.seat;
-      admit.setAttribute("aria-label", `${t("consult.admit")} ${t(`role.${w.role}`)}`);
+      admit.setAttribute("aria-label", `${t("consult.admit")} ${who}`);
       admit.onclick = () => { this.sig.send("admit", { seat: w.seat }); this._status(t("consult.admitting"), "admitting"); };
       const deny = Object.assign(document.createElement("button"), { type: "button", textContent: t("consult.deny") });
+      deny.setAttribute("aria-label", `${t("consult.deny")} ${who}`);
       deny.onclick = () => this.sig.send("deny", { seat: w.seat, reason: "declined by the doctor" });
-      li.append(`${t(`role.${w.role}`)} `, admit, " ", deny);
+      li.append(Object.assign(document.createElement("span"), { className: "who", textContent: who }), " ", admit, " ", deny);
       return li;
     }));
   }
 
+  // One offering peer connection per remote seat; the vitals channel only towards the patient's seat.
   call(peer) {
-    if (this.session) this.session.close();
+    if (this.sessions[peer]) this.sessions[peer].close();
     const t0 = performance.now();
-    const role = (this.peers[peer] || {}).role;
+    const who = this.peers[peer] || { role: peer };
+    const role = who.role;
     this._status(t("consult.calling"), "calling");
-    const s = new PeerSession(this.sig, { peer, polite: false, iceServers: this.iceServers, stream: this.local, vitals: true });
-    this.session = s;
+    const s = new PeerSession(this.sig, { peer, polite: false, iceServers: this.iceServers, stream: this.local, vitals: peer === "patient" });
+    this.sessions[peer] = s;
     s.addEventListener("track", (ev) => {
       const { track, streams } = ev.detail;
       if (track.kind !== "video") return;
-      this.remote.srcObject = streams[0] || new MediaStream([track]);
-      this.remote.play().catch(() => {});
-      watchFirstFrame(s.pc, this.remote, t0, (ms) => { if (this.metrics.firstFrameMs === null) this.metrics.firstFrameMs = ms; });
+      const video = this.tiles.video(peer, who);
+      video.srcObject = streams[0] || new MediaStream([track]);
+      video.play().catch(() => {});
+      watchFirstFrame(s.pc, video, t0, (ms) => {
+        if (this.metrics.firstFrameMs === null) this.metrics.firstFrameMs = ms;
+        this.metrics.firstFrameBySeat[peer] = ms;
+      });
     });
     s.addEventListener("state", (ev) => {
+      if (this.sessions[peer] !== s) return;
       if (ev.detail === "connected") this._status(t("consult.connected"), "connected");
       else if (ev.detail === "failed" || ev.detail === "disconnected") this._status(t(`consult.${ev.detail}`), ev.detail);
     });
@@ -229,8 +261,7 @@ export class ConsultView {
   }
 
   _ended() {
-    if (this.session) this.session.close();
-    this.session = null;
+    this._closeAll();
     if (this.local) for (const tr of this.local.getTracks()) tr.stop();
     this.callBtn.disabled = true;
     this.endBtn.disabled = true;
