@@ -1,8 +1,9 @@
 """`tbib chaos`: zero loss under a seeded schedule of kill -9, crashes and pauses of every component.
 
 The last stdout line is the JSON summary with ``--json`` (otherwise a human table); progress goes to stderr. Exit code
-0 when every captured reading is stored exactly once and the outboxes are empty, 1 otherwise (the seed and the
-missing ids are printed), 2 on a usage or set-up error.
+0 when every captured reading is stored exactly once, the outboxes are empty and (with ``--alert-nodes``) no expected
+alert episode was missed or stored twice, 1 otherwise (the seed and the missing ids are printed), 2 on a usage or
+set-up error.
 """
 
 from __future__ import annotations
@@ -58,6 +59,17 @@ def add_parser(sub: Any) -> None:
         help="after the faults, black-hole every link until READINGS are queued, then time the catch-up "
         "and check the dashboard API (e.g. 10000; needs --link)",
     )
+    p.add_argument(
+        "--alert-nodes",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run N tbib server nodes with the alert engine (one leads); N >= 2 adds alert_leader_kill9 faults and "
+        "the run counts alerts_missed/alerts_duplicated against an offline evaluation (default 0: no alerts)",
+    )
+    p.add_argument("--alert-scenario", default="hypoxia", metavar="NAME",
+                   help="with --alert-nodes: each gateway's patient deteriorates under NAME (default hypoxia; "
+                   "'stable' for none)")  # fmt: skip
     p.add_argument("--keep", type=Path, metavar="DIR", help="keep logs, outboxes and capture logs in DIR")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON line")
     p.set_defaults(func=_run)
@@ -74,6 +86,8 @@ def _run(args: argparse.Namespace) -> int:
         raise CliError("--pause takes MIN,MAX seconds", exit_code=2) from exc
     if args.faults < 0 or args.gateways < 1 or args.workers < 1 or args.patients < 1 or not 0 < lo <= hi:
         raise CliError("--faults >= 0, --gateways/--workers/--patients >= 1, --pause 0 < MIN <= MAX", exit_code=2)
+    if args.alert_nodes < 0 or (args.alert_nodes and args.alert_scenario != "stable" and args.patients != 1):
+        raise CliError("--alert-nodes >= 0; a deterioration scenario needs --patients 1", exit_code=2)
     if (args.long_outage or args.link_outages) and not args.link:
         raise CliError("--long-outage and --link-outages need --link PROFILE", exit_code=2)
     try:
@@ -85,6 +99,7 @@ def _run(args: argparse.Namespace) -> int:
         pause_s=(lo, hi), receipt_timeout_s=args.receipt_timeout, receipts=args.receipts,
         keep_dir=args.keep, patients=args.patients, link=link, link_backend=args.link_backend,
         link_outages=args.link_outages, link_outage_s=args.link_outage_s, long_outage=args.long_outage,
+        alert_nodes=args.alert_nodes, alert_scenario=None if args.alert_scenario == "stable" else args.alert_scenario,
     )  # fmt: skip
     # SIGINT too: a command started as a background job of a non-interactive shell (CI runners, `make … &`) inherits
     # SIGINT ignored, and Python then installs no Ctrl-C handler; the run must still stop and clean up.

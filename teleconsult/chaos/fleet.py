@@ -76,17 +76,26 @@ class Fleet:
         receipts: bool = True,
         patients: int = 1,
         link: Link | None = None,
+        scenario: tuple[str, float, float] | None = None,
     ) -> SimGateway:
         """A gateway with ``patients`` simulated patients (a kit each); behind ``link`` when given (run in its
-        network namespace, the broker reached at the link's host-side address)."""
+        network namespace, the broker reached at the link's host-side address); ``scenario``: (name, onset s, full
+        effect s) of a deterioration of its one patient (``--simulate-scenario``; the devices are the same)."""
         gw = f"{self.share}-gw-{index:02d}"
         seed = 1000 + index
         d = self.dir / gw
         d.mkdir(parents=True, exist_ok=True)
         pids = enrol(self.dsn, gw, seed, patients)
         broker = self.mqtt_url if link is None else self.mqtt_url.replace("127.0.0.1", link.host_ip)
+        if scenario is None:
+            sim = ["--simulate", str(patients)]
+        elif patients == 1:
+            name, onset, full = scenario
+            sim = ["--simulate-scenario", name, "--sim-onset", str(onset), "--sim-full-effect", str(full)]
+        else:
+            raise ValueError("a deterioration scenario runs one patient per gateway")
         argv = python_argv(
-            "-m", "gateway_agent.cli", "-v", "gateway", "run", "--simulate", str(patients),
+            "-m", "gateway_agent.cli", "-v", "gateway", "run", *sim,
             "--sim-kinds", ",".join(KINDS), "--sim-seed", str(seed), "--broker", broker, "--gateway-id", gw,
             "--outbox", str(d / "outbox.sqlite3"), "--status-file", str(d / "status.json"),
         )  # fmt: skip

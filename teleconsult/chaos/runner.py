@@ -1,9 +1,13 @@
 """One chaos run: set up the engines, run the fleet, inject the seeded faults, drain, and give the verdict.
 
 Phases: (1) a private PostgreSQL (initdb) with the schema, a private Mosquitto, ``workers`` ``tbib ingest`` processes,
-``gateways`` real gateways over simulated devices; (2) wait until readings flow; (3) the faults of
-:func:`teleconsult.chaos.schedule.plan`; (4) everything resumed and restarted, each gateway stopped cleanly (it waits
-until its outbox is receipted), restarted briefly if anything is left; (5) :func:`teleconsult.chaos.fleet.verify`.
+``alert_nodes`` ``tbib server`` nodes contending for the alert engine (started first: the first leader's feed
+position precedes every reading), ``gateways`` real gateways over simulated devices; (2) wait until readings flow;
+(3) the faults of :func:`teleconsult.chaos.schedule.plan`; (4) everything resumed and restarted, each gateway stopped
+cleanly (it waits until its outbox is receipted), restarted briefly if anything is left; the engine leader is waited
+for until its saved feed position covers every committed batch; (5) :func:`teleconsult.chaos.fleet.verify`, and with
+alert nodes :func:`teleconsult.chaos.alertcheck.compare` of the episodes an offline one-pass evaluation of the
+captured readings expects with the ``raised`` events stored.
 """
 
 from __future__ import annotations
@@ -16,11 +20,13 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import psycopg
 
+from teleconsult.chaos import alertcheck
 from teleconsult.chaos.api import ApiNodes, DashboardCheck, add_doctor, check_dashboard
 from teleconsult.chaos.catchup import long_outage
 from teleconsult.chaos.fleet import Fleet, SimGateway, captured, stored, verify
@@ -55,6 +61,13 @@ class ChaosConfig:
     link_outage_s: float = 60.0
     long_outage: int = 0
     """After the faults, black-hole every link until this many readings are queued, then time the catch-up."""
+    alert_nodes: int = 0
+    """``tbib server`` nodes running the alert engine (one leads); 2 or more add ``alert_leader_kill9`` faults."""
+    alert_scenario: str | None = "hypoxia"
+    """With alert nodes: each gateway's patient deteriorates under this scenario (None: stable, hardly any alert)."""
+    alert_onset_s: float = 20.0
+    """Gateway ``i``'s deterioration starts ``alert_onset_s * (i + 1)`` s after each (re)start of the gateway."""
+    alert_full_effect_s: float = 120.0
 
 
 @dataclass
@@ -65,6 +78,10 @@ class _State:
     link_down: dict[str, float] = field(default_factory=dict)
     """link target -> monotonic time to restore it"""
     broker_in_flight: list[int] = field(default_factory=list)
+    leader_kills: list[dict[str, Any]] = field(default_factory=list)
+    """Per alert-leader kill: the node killed, the node that took over and after how many seconds."""
+    leader_kills_skipped: int = 0
+    """Leader kills not injected: no node held the lock within 30 s."""
 
 
 class Run:
@@ -78,6 +95,7 @@ class Run:
         self.broker = Broker(base / "broker")
         self.fleet: Fleet | None = None
         self.links: LinkEmulator | None = None
+        self.api: ApiNodes | None = None
         self.state = _State()
 
     # -- set-up ----------------------------------------------------------------------------------------------------
@@ -98,10 +116,20 @@ class Run:
         fleet = Fleet(self.pg.dsn, self.broker.url, self.base)
         for i in range(c.workers):
             fleet.add_worker(i).start()
+        if c.alert_nodes:
+            self.api = ApiNodes(self.pg.dsn, self.broker.url, self.base)
+            for _ in range(c.alert_nodes):
+                self.api.add(engine=True)
+            self.api.start_all()
+            if not _wait(lambda: self._leader() is not None, 60):
+                raise ChaosError("no alert engine leader: " + tail(self.api.nodes[0].log_path, 5))
         for i in range(c.gateways):
+            scenario = None
+            if c.alert_nodes and c.alert_scenario is not None:
+                scenario = (c.alert_scenario, c.alert_onset_s * (i + 1), c.alert_full_effect_s)
             g = fleet.add_gateway(
                 i, receipt_timeout_s=c.receipt_timeout_s, receipts=c.receipts, patients=c.patients,
-                link=self.links.links[i] if self.links is not None else None,
+                link=self.links.links[i] if self.links is not None else None, scenario=scenario,
             )  # fmt: skip
             g.child.start()
         self.fleet = fleet
@@ -116,7 +144,17 @@ class Run:
             return self.fleet.workers[int(index)]
         if kind == "broker":
             return self.broker.child
+        if kind == "api" and self.api is not None:
+            return self.api.nodes[int(index)]
         return None
+
+    def _leader(self) -> int | None:
+        """The engine node holding the leader lock (None: none, or PostgreSQL unreachable now)."""
+        assert self.api is not None
+        try:
+            return self.api.leader()
+        except psycopg.Error:
+            return None
 
     # -- faults ----------------------------------------------------------------------------------------------------
     def service(self, until: float) -> None:
@@ -164,6 +202,10 @@ class Run:
             self.pg.crash()
             self.service(time.monotonic() + f.duration)
             self.pg.start()
+        elif f.kind is Kind.ALERT_LEADER_KILL9:
+            if not self._kill_leader(f):
+                self.state.leader_kills_skipped += 1
+                return
         elif f.kind is Kind.BROKER_KILL9:
             held = [w for i, w in enumerate(self.fleet.workers) if f"ingest:{i}" not in self.state.paused]
             for w in held:
@@ -182,6 +224,38 @@ class Run:
             self.service(time.monotonic() + f.duration)
             child.start()
         self.state.injected[f.kind.value] += 1
+
+    def _kill_leader(self, f: Fault) -> bool:
+        """kill -9 of the node holding the engine's leader lock; wait until another node holds it (at most 30 s,
+        recorded), restart the killed one after ``f.duration``. False when no node led within 30 s."""
+        assert self.api is not None
+        while "postgres" in self.state.paused:  # pg_locks is read on the server: wait until it runs again
+            self.service(self.state.paused["postgres"] + 0.1)
+        deadline = time.monotonic() + 30.0
+        leader = self._leader()
+        while leader is None and time.monotonic() < deadline:
+            self.service(time.monotonic() + 0.2)
+            leader = self._leader()
+        if leader is None:
+            self.log("alert_leader_kill9: no node holds the leader lock, skipped")
+            return False
+        node = self.api.nodes[leader]
+        node.kill9()
+        killed_at = time.monotonic()
+        successor = None
+        while time.monotonic() < killed_at + 30.0:
+            self.service(time.monotonic() + 0.1)
+            successor = self._leader()
+            if successor is not None and successor != leader:
+                break
+        took = time.monotonic() - killed_at
+        self.state.leader_kills.append(
+            {"killed": leader, "new_leader": successor, "takeover_s": round(took, 2) if successor is not None else None}
+        )
+        self.log(f"  alert leader api-{leader} killed; api-{successor} leads after {took:.1f} s")
+        self.service(killed_at + f.duration)
+        node.start()
+        return True
 
     def _in_flight(self) -> int:
         """Readings acknowledged by the broker and not committed: the outboxes' ``sent`` rows (receipt mode), or
@@ -218,6 +292,11 @@ class Run:
         _wait(lambda: set(captured(fleet.gateways)) <= set(stored(self.pg.dsn, self._ids())), 30)
         for w in fleet.workers:
             w.stop(60)
+        if self.api is not None:  # the leader has fed (and stored the events of) every committed batch
+            if not _wait(lambda: self._leader() is not None and _feed_behind(self.pg.dsn) == 0, 120):
+                self.log("alert engine: the leader did not catch up with the feed within 120 s")
+            time.sleep(1.0)
+            self.api.stop()
         return restarts
 
     def finish_faults(self) -> None:
@@ -237,6 +316,8 @@ class Run:
         if self.fleet is not None:
             for c in [*self.fleet.workers, *(g.child for g in self.fleet.gateways)]:
                 c.kill9()
+        if self.api is not None:
+            self.api.kill()
         if self.links is not None:
             self.links.close()
         self.broker.stop()
@@ -250,6 +331,58 @@ def _wait(predicate: Callable[[], bool], timeout: float) -> bool:
             return True
         time.sleep(0.2)
     return predicate()
+
+
+def _feed_behind(dsn: str) -> int | None:
+    """Committed reading batches the engine's saved feed position does not cover (None: no position, or no answer)."""
+    try:
+        with psycopg.connect(dsn, connect_timeout=10) as conn:
+            row = conn.execute(
+                "select count(*) from reading_batches b, alert_feed_position p"
+                " where b.xid >= pg_snapshot_xmin(p.snapshot) and not pg_visible_in_snapshot(b.xid, p.snapshot)"
+            ).fetchone()
+            has = conn.execute("select count(*) from alert_feed_position").fetchone()
+    except psycopg.Error:
+        return None
+    if row is None or has is None or not has[0]:
+        return None
+    return int(row[0])
+
+
+def check_alerts(fleet: Fleet, until: datetime) -> tuple[alertcheck.AlertVerdict, dict[str, Any]]:
+    """The expected episodes (offline, one pass over the captured readings) against the stored ``raised`` events."""
+    ids = sorted(set(captured(fleet.gateways)))
+    readings = alertcheck.captured_readings(fleet.dsn, ids)
+    expected = alertcheck.reference(readings, until)
+    patients = [p for g in fleet.gateways for p in g.patients]
+    stored_eps, by_rule = alertcheck.stored_episodes(fleet.dsn, patients)
+    verdict = alertcheck.compare(expected, stored_eps)
+    info = {
+        "alerts_readings_evaluated": len(readings),
+        "alerts_expected_by_rule": dict(sorted(Counter(e.rule for e in expected).items())),
+        "alerts_raised_events_by_rule": dict(sorted(by_rule.items())),
+    }
+    return verdict, info
+
+
+def _alerts_json(
+    config: ChaosConfig, state: _State, alerts: alertcheck.AlertVerdict | None, info: dict[str, Any]
+) -> dict[str, Any]:
+    if alerts is None:
+        return {
+            "alerts_missed": None,
+            "alerts_duplicated": None,
+            "alerts": "not measured (no alert engine in this run: --alert-nodes N)",
+        }
+    return {
+        **alerts.to_json(),
+        **info,
+        "alert_nodes": config.alert_nodes,
+        "alert_scenario": config.alert_scenario,
+        "alert_leader_kills": len(state.leader_kills),
+        "alert_leader_kills_skipped": state.leader_kills_skipped,
+        "alert_leader_takeovers": state.leader_kills,
+    }
 
 
 def _status(g: SimGateway) -> dict[str, Any]:
@@ -317,7 +450,9 @@ def run(config: ChaosConfig, log: Callable[[str], None]) -> dict[str, Any]:
         fleet = r.setup()
         if not _wait(lambda: sum(stored(fleet.dsn, r._ids()).values()) > 0, 90):
             raise ChaosError("no reading reached the database: " + tail(fleet.workers[0].log_path, 5))
-        extra = (Kind.LINK_OUTAGE,) if config.link is not None and config.link_outages else ()
+        extra: tuple[Kind, ...] = (Kind.LINK_OUTAGE,) if config.link is not None and config.link_outages else ()
+        if config.alert_nodes >= 2:
+            extra += (Kind.ALERT_LEADER_KILL9,)
         faults = plan(
             config.faults, seed=config.seed, gateways=config.gateways, workers=config.workers,
             interval=config.interval_s, pause=config.pause_s, extra=extra, outage=config.link_outage_s,
@@ -337,13 +472,19 @@ def run(config: ChaosConfig, log: Callable[[str], None]) -> dict[str, Any]:
         log("faults done: resuming everything, stopping the gateways (they flush their outboxes)")
         restarts = r.finish()
         verdict = verify(fleet)
+        alerts: alertcheck.AlertVerdict | None = None
+        alerts_info: dict[str, Any] = {}
+        if r.api is not None:
+            alerts, alerts_info = check_alerts(fleet, datetime.now(UTC))
+            log(f"alerts: {alerts.expected} expected, {len(alerts.missed)} missed, {len(alerts.duplicated)} duplicated,"
+                f" {len(alerts.unexpected)} unexpected; leader kills {len(r.state.leader_kills)}")  # fmt: skip
         dashboard = check_api(fleet, base, log) if r.links is not None else None
         stats = Counter[str]()
         for g in fleet.gateways:
             for k in ("batches_resent", "fallbacks", "readings_rejected"):
                 stats[k] += int(_status(g).get("link", {}).get(k, 0))
         ok = not verdict.lost and verdict.duplicated == 0 and verdict.outbox_left == 0
-        ok = ok and (dashboard is None or dashboard.ok)
+        ok = ok and (dashboard is None or dashboard.ok) and (alerts is None or alerts.ok)
         summary: dict[str, Any] = {
             "ok": ok,
             "seed": config.seed,
@@ -363,9 +504,7 @@ def run(config: ChaosConfig, log: Callable[[str], None]) -> dict[str, Any]:
             "link": None if r.links is None else r.links.counters(),
             "catch_up": catch_up,
             "dashboard": None if dashboard is None else dashboard.to_json(),
-            "alerts_missed": None,
-            "alerts_duplicated": None,
-            "alerts": "not measured (the alert engine is not part of this run)",
+            **_alerts_json(config, r.state, alerts, alerts_info),
             "fault_phase_s": round(fault_phase, 1),
             "wall_s": round(time.monotonic() - t_start, 1),
         }

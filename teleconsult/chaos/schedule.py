@@ -12,6 +12,9 @@ Kinds:
 Only in schedules that ask for them (``extra``), so that a seed without them gives the same schedule as before:
 - ``link_outage``: a black hole on one gateway's emulated link for ``duration`` seconds (60 s by default); other
   faults go on meanwhile.
+- ``alert_leader_kill9``: SIGKILL the ``tbib server`` node that holds the alert engine's leader lock (found in
+  ``pg_locks`` when the fault is injected, not chosen here: target ``alert-leader``); another engine node takes over,
+  the killed one is restarted after ``duration`` seconds (at least :data:`MIN_LEADER_KILLS` when asked for).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ class Kind(enum.StrEnum):
     POSTGRES_CRASH = "postgres_crash"
     PAUSE = "pause"
     LINK_OUTAGE = "link_outage"
+    ALERT_LEADER_KILL9 = "alert_leader_kill9"
 
 
 #: Share of each kind in a schedule (the broker gets at least 5 kills when the schedule has room for them).
@@ -41,7 +45,9 @@ WEIGHTS: Final = {
 }
 MIN_BROKER_KILLS: Final = 5
 #: Share of the optional kinds when a schedule asks for them (the others shrink in proportion).
-EXTRA_WEIGHTS: Final = {Kind.LINK_OUTAGE: 0.10}
+EXTRA_WEIGHTS: Final = {Kind.LINK_OUTAGE: 0.10, Kind.ALERT_LEADER_KILL9: 0.12}
+#: Leader kills in a schedule that asks for them (when it has room: a quarter of its faults at most).
+MIN_LEADER_KILLS: Final = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +57,7 @@ class Fault:
     at: float
     kind: Kind
     target: str
-    """``gateway:<i>``, ``ingest:<i>``, ``broker`` or ``postgres``."""
+    """``gateway:<i>``, ``ingest:<i>``, ``broker``, ``postgres``, ``link:<i>`` or ``alert-leader``."""
     duration: float
     """Seconds down (kills) or stopped (pause)."""
     hold: float = 0.0
@@ -65,13 +71,17 @@ def counts(n: int, extra: tuple[Kind, ...] = ()) -> dict[Kind, int]:
     floor = 1 if n >= len(weights) else 0  # every kind at least once when there is room
     out = {k: max(floor, int(n * w)) for k, w in weights.items()}
     out[Kind.BROKER_KILL9] = max(out[Kind.BROKER_KILL9], min(MIN_BROKER_KILLS, n // 4 + (n > 0)))
+    floors = {Kind.BROKER_KILL9}
+    if Kind.ALERT_LEADER_KILL9 in extra:
+        out[Kind.ALERT_LEADER_KILL9] = max(out[Kind.ALERT_LEADER_KILL9], min(MIN_LEADER_KILLS, n // 4 + (n > 0)))
+        floors.add(Kind.ALERT_LEADER_KILL9)
     kinds = list(weights)
     i = 0
     while sum(out.values()) < n:
         out[kinds[i % len(kinds)]] += 1
         i += 1
     while sum(out.values()) > n:
-        k = max((k for k in kinds if k is not Kind.BROKER_KILL9), key=lambda k: out[k])  # the most common one
+        k = max((k for k in kinds if k not in floors), key=lambda k: out[k])  # the most common one
         out[k] -= 1
     return out
 
@@ -107,6 +117,8 @@ def plan(
             faults.append(Fault(t, kind, "postgres", rng.uniform(*down)))
         elif kind is Kind.LINK_OUTAGE:
             faults.append(Fault(t, kind, f"link:{rng.randrange(gateways)}", outage))
+        elif kind is Kind.ALERT_LEADER_KILL9:
+            faults.append(Fault(t, kind, "alert-leader", rng.uniform(*down)))
         else:
             pool = [f"gateway:{i}" for i in range(gateways)] + [f"ingest:{i}" for i in range(workers)]
             target = rng.choice([*pool, "broker", "postgres"])

@@ -33,6 +33,19 @@ def test_schedule_is_seeded_and_has_every_kind() -> None:
     assert all(small[k] >= 1 for k in WEIGHTS)
 
 
+def test_alert_leader_kills_only_when_asked_for_and_at_least_three() -> None:
+    extra = (Kind.ALERT_LEADER_KILL9,)
+    with_leader = plan(20, seed=7, gateways=4, workers=2, extra=extra)
+    assert plan(20, seed=7, gateways=4, workers=2, extra=extra) == with_leader
+    kills = [f for f in with_leader if f.kind is Kind.ALERT_LEADER_KILL9]
+    assert len(kills) == counts(20, extra)[Kind.ALERT_LEADER_KILL9] >= 3
+    assert all(f.target == "alert-leader" and 0.3 <= f.duration <= 3.0 for f in kills)
+    assert len(with_leader) == 20
+    assert not [f for f in plan(20, seed=7, gateways=4, workers=2) if f.kind is Kind.ALERT_LEADER_KILL9]
+    assert counts(2, extra)[Kind.ALERT_LEADER_KILL9] == 1
+    assert counts(50, extra)[Kind.BROKER_KILL9] >= 5
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="the private PostgreSQL cluster runs as user postgres (needs root)")
 def test_short_chaos_run_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     summary = run(
