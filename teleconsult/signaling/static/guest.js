@@ -71,7 +71,12 @@ async function main() {
   sig.on("offer", (f) => { const s = state.sessions[f.from]; if (!s || s.closed) open(f.from, true); });
   sig.on("peer-joined", (f) => { if (state.joined && f.resumed === false) offerTo(f.seat, f.role); });
   sig.on("peer-left", (f) => { if (!f.temporary && state.sessions[f.seat]) { state.sessions[f.seat].close(); delete state.sessions[f.seat]; } });
-  state.joined = await sig.join(tok.token);
+  try {
+    state.joined = await sig.join(tok.token);
+  } catch (err) {
+    if (state.status === T.denied) return; // refused from the waiting room: keep saying so, not "error: denied"
+    throw err;
+  }
   setStatus(T.joined);
   for (const p of state.joined.peers || []) offerTo(p.seat, p.role);
   $("leave").onclick = () => { sig.send("bye", { reason: "guest left" }); sig.close(); setStatus(T.left); };
