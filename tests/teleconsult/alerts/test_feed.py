@@ -56,7 +56,9 @@ async def test_batches_committed_after_a_position_are_fetched_once(alerts_dsn: s
         position, batches = await feed.fetch(conn, start)
         assert len(batches) == 2
         rows = await feed.readings_of(conn, batches)
-        assert [(r[1], r[2]) for r in rows if r[0] == patient] == [("spo2", 97), ("spo2", 96), ("spo2", 95)]
+        # ids come as text (the engine's keys), values and times decoded from the binary protocol
+        assert [(r[1], r[2]) for r in rows if r[0] == str(patient)] == [("spo2", 97), ("spo2", 96), ("spo2", 95)]
+        assert all(isinstance(r[0], str) and isinstance(r[4], datetime) and r[4].tzinfo for r in rows)
         assert (await feed.fetch(conn, position))[1] == []  # nothing new since
         await feed.save_position(conn, position)
         assert await feed.load_position(conn) == position
