@@ -422,11 +422,13 @@ def background_alert_events(dsn: str, probe_patient: uuid.UUID) -> dict[str, int
 
 
 def wait_leader(dsn: str, seconds: float = 30) -> None:
+    """Wait until an engine leader holds its lock in this run's database (not another run's or a test's)."""
     deadline = time.time() + seconds
     with psycopg.connect(dsn, autocommit=True) as conn:
         while time.time() < deadline:
             row = conn.execute(
-                "select 1 from pg_locks where locktype = 'advisory' and granted and classid = %s and objid = %s",
+                "select 1 from pg_locks where locktype = 'advisory' and granted and classid = %s and objid = %s"
+                " and database = (select oid from pg_database where datname = current_database())",
                 (LEADER_LOCK >> 32, LEADER_LOCK & 0xFFFFFFFF),
             ).fetchone()
             if row is not None:
