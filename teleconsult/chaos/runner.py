@@ -349,20 +349,47 @@ def _feed_behind(dsn: str) -> int | None:
     return int(row[0])
 
 
-def check_alerts(fleet: Fleet, until: datetime) -> tuple[alertcheck.AlertVerdict, dict[str, Any]]:
-    """The expected episodes (offline, one pass over the captured readings) against the stored ``raised`` events."""
+def check_alerts(
+    fleet: Fleet, until: datetime, dump: Path | None = None
+) -> tuple[alertcheck.AlertVerdict, dict[str, Any]]:
+    """The expected episodes (offline, one pass over the captured readings) against the stored ``raised`` events;
+    ``dump``: write there the expected episodes, every alert event and the readings of the rules' metrics (to
+    explain a difference after the run: the run's database is removed)."""
     ids = sorted(set(captured(fleet.gateways)))
     readings = alertcheck.captured_readings(fleet.dsn, ids)
     expected = alertcheck.reference(readings, until)
     patients = [p for g in fleet.gateways for p in g.patients]
     stored_eps, by_rule = alertcheck.stored_episodes(fleet.dsn, patients)
     verdict = alertcheck.compare(expected, stored_eps)
+    if dump is not None:
+        _dump_alerts(fleet.dsn, patients, expected, dump)
     info = {
         "alerts_readings_evaluated": len(readings),
         "alerts_expected_by_rule": dict(sorted(Counter(e.rule for e in expected).items())),
         "alerts_raised_events_by_rule": dict(sorted(by_rule.items())),
     }
     return verdict, info
+
+
+def _dump_alerts(dsn: str, patients: list[Any], expected: list[alertcheck.Episode], path: Path) -> None:
+    with psycopg.connect(dsn, connect_timeout=10) as conn:
+        events = conn.execute(
+            "select id, type, patient_id::text, payload, created_at::text from alert_events where patient_id = any(%s)"
+            " order by id",
+            (patients,),
+        ).fetchall()
+        readings = conn.execute(
+            "select patient_id::text, metric, value, measured_at::text, ingested_at::text, reading_id::text"
+            " from readings where patient_id = any(%s) and metric in ('spo2', 'heart_rate', 'pulse_rate')"
+            " order by patient_id, measured_at",
+            (patients,),
+        ).fetchall()
+    doc = {
+        "expected": [e.to_json() for e in expected],
+        "events": [{"id": i, "type": t, "patient_id": p, "alert": a, "created_at": c} for i, t, p, a, c in events],
+        "readings": [list(r) for r in readings],
+    }
+    path.write_text(json.dumps(doc, default=str))
 
 
 def _alerts_json(
@@ -475,7 +502,8 @@ def run(config: ChaosConfig, log: Callable[[str], None]) -> dict[str, Any]:
         alerts: alertcheck.AlertVerdict | None = None
         alerts_info: dict[str, Any] = {}
         if r.api is not None:
-            alerts, alerts_info = check_alerts(fleet, datetime.now(UTC))
+            dump = base / "alerts.json" if config.keep_dir is not None else None
+            alerts, alerts_info = check_alerts(fleet, datetime.now(UTC), dump)
             log(f"alerts: {alerts.expected} expected, {len(alerts.missed)} missed, {len(alerts.duplicated)} duplicated,"
                 f" {len(alerts.unexpected)} unexpected; leader kills {len(r.state.leader_kills)}")  # fmt: skip
         dashboard = check_api(fleet, base, log) if r.links is not None else None
