@@ -8,7 +8,11 @@ Contract
   not visible in ``S``, visible to the fetching statement; ids below ``xmin(S)`` are all visible in ``S``, so the
   primary-key range ``xid >= xmin(S)`` bounds the scan) and the new position (that statement's own snapshot). No
   sequence and no lock: a transaction that started earlier and commits later is never skipped (PgQ's technique).
-- :func:`readings_of` reads the batches' readings with one query on ``readings_ingested_at``; the leader feeds each
+- :func:`readings_of` reads the batches' readings with one query on ``readings_ingested_at``, batch after batch in
+  the order given (the fetch's: transaction id), each batch in ``measured_at`` order -- the same order whether the
+  batches come one fetch at a time (live) or many at once (a replay after failover), so that a replay feeds the engine
+  what the last leader fed it (sorting the readings of several batches together let a replay see a late reading as
+  the newest one and raise an episode again with another onset: ``tbib chaos --alert-nodes 2``); the leader feeds each
   with ``now = ingested_at`` (the commit's time, the same on every leader: a replayed event carries the time it had
   the first time, which is what makes it idempotent in :mod:`teleconsult.alerts.store`); a row of another
   transaction that shares the same ``now()`` (microseconds) may come twice: the engine tolerates duplicates.
@@ -84,13 +88,16 @@ async def fetch(conn: Conn, position: str) -> tuple[str, list[datetime]]:
 
 
 async def readings_of(conn: Conn, batches: Sequence[datetime]) -> list[tuple[Any, ...]]:
-    """The readings of these batches (``_READING_COLS``), in ``measured_at`` order."""
+    """The readings of these batches (``_READING_COLS``): batch by batch in the given order, each in ``measured_at``
+    order."""
     if not batches:
         return []
+    order = list(dict.fromkeys(batches))
     async with conn.cursor(binary=True) as cur:  # binary float8/timestamptz: ~40 % less decoding than text
         await cur.execute(
-            f"select {_READING_COLS} from readings where ingested_at = any(%s) order by measured_at",  # noqa: S608
-            (list(set(batches)),),
+            f"select {_READING_COLS} from readings where ingested_at = any(%(b)s)"  # noqa: S608
+            " order by array_position(%(b)s::timestamptz[], ingested_at), measured_at",
+            {"b": order},
         )
         return list(await cur.fetchall())
 

@@ -226,7 +226,8 @@ class EngineService:
 
     @staticmethod
     def _feed(engine: Engine, rows: list[tuple[Any, ...]]) -> int:
-        """Feed readings rows (:func:`feed.readings_of`, ``measured_at`` order), each with ``now`` = its commit time."""
+        """Feed readings rows (:func:`feed.readings_of`: batch by batch, each in ``measured_at`` order), each with
+        ``now`` = its commit time."""
         for r in rows:
             engine.receive(feed.to_reading(r), r[7])
         return len(rows)
