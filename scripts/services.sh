@@ -291,6 +291,11 @@ case "${1:-status}" in
     up|down)
         # Optional second argument: only one of them (the demo uses the project's PostgreSQL with its own broker and
         # its own coturn).
+        # One at a time: pytest-xdist workers each call `up` at start; two of them must not both initdb or both pick
+        # a port for the same service. `flock -o`: the daemons started here must not inherit (and hold) the lock.
+        if [ -z "${TBIB_SERVICES_LOCKED:-}" ]; then
+            TBIB_SERVICES_LOCKED=1 exec flock -o "$STATE/.lock" "$0" "$@"
+        fi
         case "${2:-all}" in
             all) "pg_$1"; "mq_$1"; "turn_$1" ;;
             postgres) "pg_$1" ;;

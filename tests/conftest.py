@@ -180,6 +180,19 @@ def turn_server(services: Services, tmp_path_factory: pytest.TempPathFactory) ->
         yield TurnServer(own.listen_ip, own.port, own.secret)
 
 
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    # Under pytest-xdist the services are seen by the workers: hand their summary to the controller, which prints it.
+    out = getattr(session.config, "workeroutput", None)
+    if out is not None:
+        out["tbib_summary"] = dict(_summary)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: object, error: object) -> None:
+    for key, line in getattr(node, "workeroutput", {}).get("tbib_summary", {}).items():
+        _summary.setdefault(key, line)
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if _summary:
         terminalreporter.section("tbib services")

@@ -94,6 +94,8 @@ def test_one_bad_reading_sends_the_message_to_the_general_path(mutate) -> None:
         batch("gw-2", []),
         b'{"v":1,"gateway_id":"gw-1","sent_at":"2026-11-29T10:00:00","readings":[]}',
     ],
+    # Ids, not the payloads: these carry sent_at = now, and pytest-xdist needs the same ids on every worker.
+    ids=["not-json", "array", "v-true", "v-float", "other-gateway", "naive-sent-at"],
 )
 def test_envelope_problems_are_left_to_the_general_path(payload: bytes) -> None:
     assert decode_valid("gw-1", payload, VOCAB, NOW) is None

@@ -115,6 +115,8 @@ def test_bad_reading_is_refused_with_reason(mutate, reason: str) -> None:
         (b'{"v":1,"gateway_id":"gw-1","sent_at":"2026-11-29T10:00:00Z","readings":{}}', "readings must be a list"),
         (b"x" * (2 << 20), "payload too large"),
     ],
+    # Ids, not the payloads: these carry sent_at = now, and pytest-xdist needs the same ids on every worker.
+    ids=["not-json", "array", "v2", "v-true", "other-gateway", "readings-object", "too-large"],
 )
 def test_bad_message_is_rejected_whole(payload: bytes, reason: str) -> None:
     d = decode(payload)
