@@ -437,7 +437,7 @@ def wait_leader(dsn: str, seconds: float = 30) -> None:
     raise RuntimeError("the alert engine did not start")
 
 
-def wait_port(port: int, proc: subprocess.Popen[bytes], seconds: float = 30) -> None:
+def wait_port(port: int, proc: subprocess.Popen[bytes], seconds: float = 60) -> None:
     deadline = time.time() + seconds
     while time.time() < deadline:
         try:
@@ -447,7 +447,7 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], seconds: float = 30) -> 
             if proc.poll() is not None:
                 raise RuntimeError("tbib server exited") from None
             time.sleep(0.1)
-    raise RuntimeError("tbib server did not listen")
+    raise RuntimeError(f"tbib server did not listen within {seconds:.0f} s")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
