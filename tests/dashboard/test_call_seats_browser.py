@@ -117,6 +117,7 @@ async def test_screenshots_three_seat_call(
         await wait_for(guest, "window.tbib.state.status === 'dans la consultation'")
         nurse = await until_frames(page, "nurse")
         assert nurse["caption"] == who
+        await page.wait_for_selector(f"#invite-list li[data-status=used] >> text={who} — utilisé")
 
         # The patient's gateway agent (aiortc, a real process) joins; the doctor admits it from the waiting room.
         token = await asyncio.to_thread(login, url, cast.doctor)
@@ -170,7 +171,8 @@ async def test_screenshots_three_seat_call(
 
 async def test_english_invite_and_refuse(cast: Cast, api_server: LiveServer, browser: Any) -> None:
     """The English consultation page: invite a family member, see them knock by name and role, refuse them: the guest
-    is told, the waiting room is empty again, no tile was made for them, and the link counts as used."""
+    is told, the waiting room is empty again, no tile was made for them, and the link shows as used; a second link
+    withdrawn from the list no longer opens the room."""
     pid = cast.mine[1]
     give_consent(cast, pid)
     url = api_server.url
@@ -198,12 +200,29 @@ async def test_english_invite_and_refuse(cast: Cast, api_server: LiveServer, bro
         await wait_for(page, "document.querySelectorAll('ul.lobby li').length === 0")
         assert await page.is_visible("text=Nobody is waiting.")
         assert await page.locator(".tiles figure").count() == 0
+        await page.wait_for_selector("#invite-list li[data-status=used] >> text=Omar (Family) — used")
+        # A second link, withdrawn before use: it no longer works.
+        await page.select_option("#invite-role", "interpreter")
+        await page.fill("#invite-name", "Sara")
+        await page.get_by_role("button", name="Create link").click()
+        await wait_for(page, "document.getElementById('invite-link').value.includes('invite=') && "
+                             "document.querySelectorAll('#invite-list li').length === 2")  # fmt: skip
+        second = await page.input_value("#invite-link")
+        await page.get_by_role("button", name="Withdraw Sara").click()
+        await page.wait_for_selector("#invite-list li[data-status=revoked] >> text=Sara (Interpreter) — withdrawn")
+        assert await page.locator("#invite-list button").count() == 0
+        late = await guest_ctx.new_page()
+        await late.goto(second)
+        await wait_for(late, "window.tbib && window.tbib.state.status.startsWith('lien déjà utilisé')")
         token = await asyncio.to_thread(login, url, cast.doctor)
         r = await asyncio.to_thread(
             httpx.get, f"{url}/api/v1/patients/{pid}/consultations/{cid}/invites",
             headers={"Authorization": f"Bearer {token}"},
         )  # fmt: skip
-        assert [(i["name"], i["role"], i["status"]) for i in r.json()] == [("Omar", "family", "used")]
+        assert [(i["name"], i["role"], i["status"]) for i in r.json()] == [
+            ("Omar", "family", "used"),
+            ("Sara", "interpreter", "revoked"),
+        ]
         assert errors == []
     finally:
         await guest_ctx.close()

@@ -127,7 +127,7 @@ export class ConsultView {
     this._status(t("consult.opening"), "opening");
     this.consultation = await post(`/patients/${this.patientId}/consultations`, { reason: t("consult.reason") });
     this.root.dataset.consultationId = this.consultation.id;
-    this.invite.consultationId = this.consultation.id;
+    this.invite.setConsultation(this.consultation.id);
     import("./rx_history.js").then(({ PrescriptionHistory }) => {
       if (!this.destroyed) this.rx = new PrescriptionHistory(this.rxBody, this.patientId, { consultationId: this.consultation.id, allergies: false, open: true });
     }).catch((err) => { this.rxBody.textContent = t("rx.error", { detail: err.message }); });
@@ -184,6 +184,7 @@ export class ConsultView {
   _lobby(waiting) {
     for (const w of waiting) if (w.role === "agent" && this.gwCall.expectsAgent()) this.sig.send("admit", { seat: w.seat });
     this.lobbyEmpty.hidden = waiting.length > 0;
+    if (waiting.some((w) => w.name)) this.invite.refresh().catch(() => {}); // a guest knocks: their link is now used
     this.lobbyList.replaceChildren(...waiting.map((w) => {
       const li = document.createElement("li");
       const who = seatLabel(w);
